@@ -1,0 +1,222 @@
+"""The model bundle: the one contract between offline (``training/``) and online (``service/``).
+
+A bundle is a directory::
+
+    manifest.json    what this module reads and writes (``Manifest``), with sha256 checksums
+    model.onnx       serving graph, dynamic batch (primary backend)
+    model.ts         the same graph as TorchScript (optional backend)
+    weights.pt       state dict in the official HimNet layout (``torch.save`` of a dict)
+    embeddings.npz   node_embedding, adjacency, tod_embedding / dow_embedding (when present)
+
+Both graphs take RAW readings and return RAW forecasts; scaling and time-feature broadcasting
+are inside them::
+
+    readings     B × T_in × N   float32, missing readings already replaced by ``missing_value``
+    input_time   B × T_in × 2   float32, (time-of-day fraction, day of week 0 = Monday)
+    target_time  B × T_out × 2  float32, same encoding, for the steps to forecast
+    forecast     B × T_out × N  float32 (output)
+    st_embedding B × N × d_st   float32 (output)
+
+This module imports only the standard library and numpy: the service reads bundles without
+torch. Any problem is a :class:`BundleError` whose message names the offending file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+BUNDLE_FORMAT = 1
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.ts"
+WEIGHTS_FILE = "weights.pt"
+EMBEDDINGS_FILE = "embeddings.npz"
+
+INPUT_NAMES = ("readings", "input_time", "target_time")
+OUTPUT_NAMES = ("forecast", "st_embedding")
+
+# Key under which manifest.json stores the sha256 of its own canonical content (every other
+# key), so that an edited manifest is noticed like any other edited file.
+_SELF_CHECKSUM = "manifest_sha256"
+
+
+class BundleError(ValueError):
+    """A bundle is missing, damaged, of another format version or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    model_name: str
+    model_version: str
+    dataset: str
+    created_at: str  # ISO-8601, UTC
+    config: dict[str, Any]  # HimNetConfig.to_dict() of the exported graph
+    num_nodes: int
+    in_steps: int
+    out_steps: int
+    interval_minutes: float
+    steps_per_day: int
+    timezone: str | None  # IANA zone of the sensors' wall clock; None = timestamps already local
+    sensor_ids: list[str]  # model order
+    coords: list[list[float]] | None  # [latitude, longitude] per sensor, model order
+    scaler_mean: float
+    scaler_std: float
+    missing_value: float  # the training convention: a reading of 0 means "missing"
+    st_embedding_dim: int
+    metrics: dict[str, Any]  # test-split metrics from training
+    parity: dict[str, dict[str, float]]  # backend -> batch size -> max |exported - eager| (raw units)
+    files: dict[str, str]  # file name -> sha256 hex digest
+    export: dict[str, Any] = field(default_factory=dict)  # how it was exported (opset, choices, timings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = MANIFEST) -> Manifest:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = {n for n, f in fields.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(d))
+        if missing:
+            raise BundleError(f"{source}: missing fields {missing}")
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise BundleError(f"{source}: unknown fields {unknown}")
+        manifest = cls(**d)
+        manifest.check(source)
+        return manifest
+
+    def check(self, source: str = MANIFEST) -> None:
+        """Internal consistency: raises BundleError naming ``source``."""
+        def bad(msg: str) -> BundleError:
+            return BundleError(f"{source}: {msg}")
+
+        if self.format_version != BUNDLE_FORMAT:
+            raise bad(f"bundle format {self.format_version!r}, this code reads format {BUNDLE_FORMAT}")
+        for name in ("num_nodes", "in_steps", "out_steps", "steps_per_day", "st_embedding_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(f"{name} must be a positive integer, got {value!r}")
+            if name in self.config and self.config[name] != value:
+                raise bad(f"{name} = {value} disagrees with config.{name} = {self.config[name]}")
+        if not isinstance(self.sensor_ids, list) or len(self.sensor_ids) != self.num_nodes:
+            raise bad(f"{len(self.sensor_ids)} sensor ids for {self.num_nodes} nodes")
+        if len(set(self.sensor_ids)) != len(self.sensor_ids):
+            raise bad("sensor ids are not unique")
+        if self.coords is not None and (len(self.coords) != self.num_nodes
+                                        or any(len(c) != 2 for c in self.coords)):
+            raise bad(f"coords must be {self.num_nodes} [lat, lon] pairs")
+        if not (isinstance(self.scaler_std, (int, float)) and self.scaler_std > 0):
+            raise bad(f"scaler_std must be positive, got {self.scaler_std!r}")
+        if not (isinstance(self.interval_minutes, (int, float)) and self.interval_minutes > 0):
+            raise bad(f"interval_minutes must be positive, got {self.interval_minutes!r}")
+        for name, digest in self.files.items():
+            if Path(name).name != name or name in ("", ".", "..", MANIFEST):
+                raise bad(f"file entry {name!r} is not a plain file name inside the bundle")
+            if not (isinstance(digest, str) and len(digest) == 64):
+                raise bad(f"checksum of {name} is not a sha256 hex digest")
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _canonical(d: dict[str, Any]) -> bytes:
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` (with its self-checksum) atomically; returns its path."""
+    manifest.check()
+    bundle_dir = Path(bundle_dir)
+    body = manifest.to_dict()
+    body[_SELF_CHECKSUM] = hashlib.sha256(_canonical(body)).hexdigest()
+    path = bundle_dir / MANIFEST
+    fd, tmp = tempfile.mkstemp(dir=bundle_dir, prefix=".manifest-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=2, sort_keys=True, allow_nan=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(bundle_dir: str | Path) -> Manifest:
+    """Read and check ``manifest.json``: format version, self-checksum, consistency."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: no such bundle directory")
+    path = bundle_dir / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing ({bundle_dir} is not a model bundle)")
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not readable JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    version = body.get("format_version")
+    if version != BUNDLE_FORMAT:  # checked first: another format may differ in everything else
+        raise BundleError(f"{path}: bundle format {version!r}, this code reads format {BUNDLE_FORMAT}")
+    stored = body.pop(_SELF_CHECKSUM, None)
+    if stored is None:
+        raise BundleError(f"{path}: no {_SELF_CHECKSUM}; write manifests with write_manifest()")
+    if hashlib.sha256(_canonical(body)).hexdigest() != stored:
+        raise BundleError(f"{path}: content does not match its {_SELF_CHECKSUM} (edited or damaged)")
+    try:
+        return Manifest.from_dict(body, source=str(path))
+    except TypeError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
+
+
+def verify_bundle(bundle_dir: str | Path, files: Iterable[str] | None = None) -> Manifest:
+    """Read the manifest and check that each file (default: all listed) exists with its sha256."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    names = list(manifest.files) if files is None else list(files)
+    for name in names:
+        if name not in manifest.files:
+            raise BundleError(f"{bundle_dir / name}: not listed in {bundle_dir / MANIFEST}")
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        digest = sha256_file(path)
+        if digest != manifest.files[name]:
+            raise BundleError(f"{path}: sha256 {digest[:12]}… does not match the manifest's "
+                              f"{manifest.files[name][:12]}… (file damaged or replaced)")
+    return manifest
+
+
+def load_embeddings(bundle_dir: str | Path) -> dict[str, np.ndarray]:
+    """The verified ``embeddings.npz`` as plain arrays (node_embedding, adjacency, time tables)."""
+    bundle_dir = Path(bundle_dir)
+    verify_bundle(bundle_dir, [EMBEDDINGS_FILE])
+    path = bundle_dir / EMBEDDINGS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not a readable npz ({exc})") from exc
