@@ -1,0 +1,268 @@
+"""``himnet train``: fit HimNet on a dataset and write a checkpoint, a log and a metrics JSON.
+
+``--preset metr-la --data metr-la.h5`` is the paper's METR-LA setup (7:1:2, batch 16, up to 200
+epochs, patience 20, LR milestones 30/40, masked MAE). The default (``--data synthetic``) needs
+no files. Python API: :func:`train_model` returns the :class:`Checkpoint` it wrote.
+Run data-parallel with ``torchrun --nproc_per_node K -m training.cli train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model import HimNet, HimNetConfig, get_preset
+from training import distributed
+from training.checkpoint import Checkpoint, CheckpointError
+from training.datasets import DatasetError, SensorData, load_dataset
+from training.evaluate import evaluate_model, format_table, parse_options
+from training.loop import LoopSettings, fit, seed_everything
+from training.metrics import LOSSES, average_steps
+from training.windows import prepare
+
+log = logging.getLogger("himnet.train")
+
+
+@dataclass
+class TrainSettings:
+    """Everything a run depends on; ``None`` means "the preset's value"."""
+
+    data: str = "synthetic"
+    data_options: dict[str, Any] = field(default_factory=dict)
+    preset: str = "metr-la"
+    split: str | None = None  # "7:1:2", "6:2:2", "los-loop", "official"; default: the preset's
+    in_steps: int = 12
+    out_steps: int = 12
+    max_nodes: int | None = None  # keep only the first K sensors (quick experiments, tests)
+    epochs: int | None = None
+    max_steps: int | None = None
+    max_time: float | None = None  # seconds
+    batch_size: int | None = None
+    eval_batch_size: int = 64
+    hidden: int | None = None
+    lr: float | None = None
+    lr_milestones: tuple[int, ...] | None = None
+    weight_decay: float | None = None
+    patience: int | None = None
+    loss: str | None = None
+    tf_decay_steps: float | None = None
+    embedding_dims: tuple[int, int, int, int] | None = None  # d_tod, d_dow, d_s, d_st
+    device: str = "auto"
+    seed: int = 0
+    threads: int | None = None
+    output: str | Path = "runs/latest"
+    resume: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["output"] = str(self.output)
+        d["lr_milestones"] = list(self.lr_milestones) if self.lr_milestones is not None else None
+        d["embedding_dims"] = list(self.embedding_dims) if self.embedding_dims is not None else None
+        return d
+
+
+def resolve(settings: TrainSettings, data: SensorData) -> tuple[HimNetConfig, LoopSettings, str]:
+    """Preset + overrides + the data's shape -> model config, loop settings and split spec."""
+    preset = get_preset(settings.preset)
+    changes: dict[str, Any] = {"num_nodes": data.num_nodes, "in_steps": settings.in_steps,
+                               "out_steps": settings.out_steps, "steps_per_day": data.steps_per_day}
+    if settings.hidden is not None:
+        changes["hidden_dim"] = settings.hidden
+    if settings.tf_decay_steps is not None:
+        changes["tf_decay_steps"] = settings.tf_decay_steps
+    if settings.embedding_dims is not None:
+        tod, dow, d_s, d_st = settings.embedding_dims
+        changes.update(tod_embedding_dim=tod, dow_embedding_dim=dow, node_embedding_dim=d_s, st_embedding_dim=d_st)
+    config = preset.model.replace(**changes)
+    loss = settings.loss or preset.loss
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    loop = LoopSettings(
+        loss=loss, lr=settings.lr if settings.lr is not None else preset.lr, eps=preset.eps,
+        weight_decay=settings.weight_decay if settings.weight_decay is not None else preset.weight_decay,
+        lr_milestones=tuple(settings.lr_milestones) if settings.lr_milestones is not None else preset.lr_milestones,
+        lr_decay=preset.lr_decay, clip_grad_norm=preset.clip_grad_norm,
+        batch_size=settings.batch_size or preset.batch_size, eval_batch_size=settings.eval_batch_size,
+        max_epochs=settings.epochs if settings.epochs is not None else preset.max_epochs,
+        patience=settings.patience if settings.patience is not None else preset.patience,
+        max_steps=settings.max_steps, max_time=settings.max_time, seed=settings.seed, progress=settings.progress)
+    split = settings.split or ":".join(f"{r:g}" for r in preset.split)
+    return config, loop, split
+
+
+def _setup_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
+    """Log to ``run_dir/train.log`` and stderr (main process only)."""
+    logger = logging.getLogger("himnet")
+    logger.setLevel(logging.INFO)
+    if not is_main:
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in logger.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(console)
+    return handler
+
+
+def train_model(data: SensorData | str | Path = "synthetic", **options: Any) -> Checkpoint:
+    """Train on ``data`` (a :class:`SensorData`, or a name/path for :func:`load_dataset`) and
+    return the checkpoint written to ``<output>/checkpoint.pt``.
+
+    ``options`` are :class:`TrainSettings` fields, e.g. ``hidden=8, epochs=2, max_steps=20,
+    output=tmp_path, split="los-loop", max_nodes=20, device="cpu", progress=False``.
+    Under torchrun (WORLD_SIZE > 1) it trains data-parallel; only rank 0 writes files, and every
+    rank returns the same checkpoint object.
+    """
+    settings = TrainSettings(**options)
+    if isinstance(data, SensorData):
+        settings.data = data.source or data.name
+    else:
+        settings.data = str(data)
+        data = load_dataset(data, **settings.data_options)
+    if settings.max_nodes:
+        data = data.subset(nodes=settings.max_nodes)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    info, device = distributed.setup(settings.device)
+    run_dir = Path(settings.output)
+    handler = _setup_logging(run_dir, info.is_main)
+    try:
+        return _train(settings, data, info, device, run_dir)
+    finally:
+        if handler is not None:
+            logging.getLogger("himnet").removeHandler(handler)
+            handler.close()
+
+
+def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo, device: torch.device,
+           run_dir: Path) -> Checkpoint:
+    wall_start = time.monotonic()
+    config, loop, split = resolve(settings, data)
+    prepared = prepare(data, split, config.in_steps, config.out_steps)
+    sizes = {k: len(v) for k, v in prepared.splits.items()}
+    if info.is_main:
+        log.info("data %s", json.dumps(data.describe()))
+        log.info("split %s -> windows %s; scaler mean %.4f std %.4f", split, sizes, prepared.scaler.mean,
+                 prepared.scaler.std)
+        log.info("model %s", json.dumps(config.to_dict()))
+        log.info("loop %s; device %s; %d process(es); %d threads", json.dumps(dataclasses.asdict(loop)), device,
+                 info.world_size, torch.get_num_threads())
+    seed_everything(settings.seed)
+    model = HimNet(config)
+    result = fit(model, prepared, loop, run_dir, info, device, resume=settings.resume)
+    model = model.cpu().eval()
+    metrics: dict[str, Any] = {
+        "best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch, "epochs": result.epochs,
+        "batches_seen": result.batches_seen, "stopped_because": result.stopped_because,
+        "train_seconds": result.seconds, "windows": sizes}
+    if info.is_main:
+        report = evaluate_model(model, prepared, "test", "cpu", loop.eval_batch_size)
+        metrics["test"] = report
+        metrics["test_steps_1_3"] = {k: average_steps(report[k], [1, 2, 3]) for k in
+                                     ("model", "last_value", "historical_average")} if config.out_steps >= 3 else {}
+        log.info("test (%d windows):\n%s", report["num_windows"], format_table(report))
+    metrics["wall_seconds"] = time.monotonic() - wall_start
+    train_settings = {**settings.to_dict(), "split": split, "loop": {**dataclasses.asdict(loop)},
+                      "history": result.history, "world_size": info.world_size, "device": str(device)}
+    ckpt = Checkpoint(
+        config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std, sensor_ids=list(data.sensor_ids),
+        interval_minutes=float(data.interval_minutes), dataset=data.name,
+        coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
+        timezone=data.timezone, metrics=metrics, train_settings=train_settings)
+    if info.is_main:
+        path = ckpt.save(run_dir / "checkpoint.pt")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("wrote %s and %s (%.1fs)", path, run_dir / "metrics.json", metrics["wall_seconds"])
+    distributed.barrier(info)
+    return ckpt
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.replace(",", " ").split()) if text.strip() else ()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.epilog = ("examples:  himnet train --epochs 5 --hidden 16        (synthetic data)\n"
+                     "           himnet train --preset metr-la --data metr-la.h5 --output runs/metr-la\n"
+                     "           himnet train --data los-loop --split los-loop --output runs/los\n"
+                     "           torchrun --nproc_per_node 4 -m training.cli train --data PEMS07.npz --preset pems07")
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", default="synthetic",
+                   help="'synthetic', 'los-loop', or a path: data.npz (+index.npz), *.h5, PEMS0X.npz, wide *.csv, a directory")
+    g.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option (repeatable): start=, interval_minutes=, timezone=, adjacency=, locations=, "
+                        "format=, or for synthetic num_sensors=, days=, seed=")
+    g.add_argument("--split", help="7:1:2, 6:2:2, custom ratios, 'los-loop' (80/20, last 10%% of train = val) "
+                                   "or 'official' (index.npz); default: the preset's")
+    g.add_argument("--in-steps", type=int, default=12)
+    g.add_argument("--out-steps", type=int, default=12)
+    g.add_argument("--max-nodes", type=int, help="use only the first K sensors")
+    g = parser.add_argument_group("model and optimisation (default: the preset's)")
+    g.add_argument("--preset", default="metr-la", help="metr-la, pems-bay, pems03, pems04, pems07, pems08")
+    g.add_argument("--hidden", type=int, help="hidden size override")
+    g.add_argument("--embedding-dims", type=_int_list, metavar="TOD,DOW,S,ST", help="embedding sizes override")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--eval-batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--lr-milestones", type=_int_list, metavar="E1,E2", help="epochs at which LR ×0.1")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--loss", choices=LOSSES)
+    g.add_argument("--tf-decay-steps", type=float, help="teacher-forcing decay τ")
+    g = parser.add_argument_group("budget and run")
+    g.add_argument("--epochs", type=int, help="max epochs")
+    g.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    g.add_argument("--max-time", type=float, help="stop after this many seconds of training")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--output", default="runs/latest", help="run directory: checkpoint.pt, train.log, metrics.json, resume.pt")
+    g.add_argument("--resume", action="store_true", help="continue from <output>/resume.pt")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.embedding_dims is not None and len(args.embedding_dims) != 4:
+        print("himnet train: --embedding-dims needs four sizes TOD,DOW,S,ST", file=sys.stderr)
+        return 2
+    options = dict(
+        data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
+        in_steps=args.in_steps, out_steps=args.out_steps, max_nodes=args.max_nodes, epochs=args.epochs,
+        max_steps=args.max_steps, max_time=args.max_time, batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size, hidden=args.hidden, lr=args.lr, lr_milestones=args.lr_milestones,
+        weight_decay=args.weight_decay, patience=args.patience, loss=args.loss, tf_decay_steps=args.tf_decay_steps,
+        embedding_dims=args.embedding_dims, device=args.device, seed=args.seed, threads=args.threads,
+        output=args.output, resume=args.resume, progress=not args.no_progress)
+    try:
+        ckpt = train_model(args.data, **options)
+    except (DatasetError, CheckpointError, ValueError, KeyError) as exc:
+        print(f"himnet train: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.teardown(distributed.DistInfo(*_current_rank()))
+    print(f"checkpoint: {Path(args.output) / 'checkpoint.pt'}")
+    return 0 if ckpt is not None else 1
+
+
+def _current_rank() -> tuple[int, int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), 0
+    return 0, 1, 0

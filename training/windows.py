@@ -1,0 +1,193 @@
+"""Sliding windows over one array, chronological splits and the scaler.
+
+Windows are never materialised: a dataset keeps the ``T × N`` series once and gathers a batch
+of windows by index, so PEMS07 (28k steps × 883 sensors, ~100 MB) costs no more than its array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from model.time_features import time_features
+from training.datasets.base import DatasetError, SensorData
+
+SPLIT_NAMES = ("train", "val", "test")
+# T-GCN's LOS-LOOP protocol: 80 % train / 20 % test by time, last 10 % of train for validation.
+LOS_LOOP_SPLIT = "los-loop"
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """z-score of channel 0; fitted on the training inputs only, so no test data leaks in."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Scaler:
+        """Mean and std of all values (zeros = missing included, as the official code does)."""
+        values = np.asarray(values, dtype=np.float64)
+        std = float(values.std())
+        return cls(float(values.mean()), std if std > 0 else 1.0)
+
+    def transform(self, values: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        return (values - self.mean) / self.std
+
+    def inverse(self, values: np.ndarray | Tensor) -> np.ndarray | Tensor:
+        return values * self.std + self.mean
+
+
+def parse_split(spec: str | tuple[float, ...] | list[float]) -> str | tuple[float, float, float]:
+    """``"7:1:2"``, ``"0.6,0.2,0.2"``, ``(0.7, 0.1, 0.2)``, ``"los-loop"`` or ``"official"``."""
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key in (LOS_LOOP_SPLIT, "tgcn", "official"):
+            return LOS_LOOP_SPLIT if key == "tgcn" else key
+        parts = key.replace(":", ",").split(",")
+        try:
+            ratios = tuple(float(p) for p in parts)
+        except ValueError as exc:
+            raise ValueError(f"bad split {spec!r}: use e.g. 7:1:2, 0.6,0.2,0.2, los-loop or official") from exc
+    else:
+        ratios = tuple(float(p) for p in spec)
+    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0 or ratios[2] <= 0:
+        raise ValueError(f"bad split {spec!r}: need three ratios train:val:test with train, test > 0")
+    total = sum(ratios)
+    return (ratios[0] / total, ratios[1] / total, ratios[2] / total)
+
+
+def _windows_in(lo: int, hi: int, span: int) -> np.ndarray:
+    """Start rows of every window of length ``span`` lying wholly in rows [lo, hi)."""
+    return np.arange(lo, max(lo, hi - span + 1), dtype=np.int64)
+
+
+def split_windows(num_steps: int, in_steps: int, out_steps: int,
+                  split: str | tuple[float, ...], index: dict[str, np.ndarray] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Start row of every window in each split, in time order.
+
+    Ratios split the windows themselves, as the official code does (so 7:1:2 on METR-LA gives
+    its exact sets); ``los-loop`` splits the *rows* 80/20 (T-GCN), the last 10 % of the training
+    rows becoming validation, and keeps windows inside their segment; ``official`` uses the
+    dataset's ``index.npz``.
+    """
+    spec = parse_split(split)
+    span = in_steps + out_steps
+    if spec == "official":
+        if index is None:
+            raise ValueError("split 'official' needs a dataset with index.npz")
+        out = {}
+        for name in SPLIT_NAMES:
+            rows = index[name]
+            if len(rows) and (np.any(rows[:, 1] - rows[:, 0] != in_steps) or np.any(rows[:, 2] - rows[:, 1] != out_steps)):
+                raise ValueError(f"index.npz {name} windows are not {in_steps} -> {out_steps} steps")
+            out[name] = rows[:, 0].astype(np.int64)
+    elif spec == LOS_LOOP_SPLIT:
+        train_end = int(num_steps * 0.8)
+        fit_end = train_end - int(round(train_end * 0.1))
+        out = {"train": _windows_in(0, fit_end, span), "val": _windows_in(fit_end, train_end, span),
+               "test": _windows_in(train_end, num_steps, span)}
+    else:
+        starts = _windows_in(0, num_steps, span)
+        n = len(starts)
+        n_train = int(round(n * spec[0]))
+        n_test = int(round(n * spec[2]))
+        n_val = n - n_train - n_test
+        out = {"train": starts[:n_train], "val": starts[n_train:n_train + n_val], "test": starts[n - n_test:]}
+    for name in ("train", "test"):
+        if len(out[name]) == 0:
+            raise ValueError(f"split {split!r} leaves no {name} windows of {span} steps in {num_steps} rows")
+    return out
+
+
+def training_rows(starts: np.ndarray, length: int) -> np.ndarray:
+    """Sorted distinct rows covered by windows ``[s, s + length)`` (for fitting on training data)."""
+    mask = np.zeros(int(starts.max()) + length, dtype=bool)
+    for offset in range(length):
+        mask[starts + offset] = True
+    return np.flatnonzero(mask)
+
+
+@dataclass
+class Batch:
+    """One batch of windows, all float32 tensors."""
+
+    x: Tensor  # B × T_in × N × 3: scaled value, tod fraction, dow
+    y_cov: Tensor  # B × T_out × N × 2: tod fraction, dow of the target steps
+    labels: Tensor  # B × T_out × N × 1: scaled targets (teacher forcing)
+    target: Tensor  # B × T_out × N × 1: raw targets (losses and metrics)
+    start: Tensor  # B, first input row of each window
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in
+                       (self.x, self.y_cov, self.labels, self.target, self.start)))
+
+
+class WindowDataset(Dataset):
+    """Windows of one series by start row. ``ds[i]`` is one window, ``ds[[i, j, ...]]`` a batch:
+    pair it with a ``BatchSampler`` and ``DataLoader(batch_size=None)`` to gather whole batches
+    with one fancy-index instead of collating B small tensors."""
+
+    def __init__(self, data: SensorData, starts: np.ndarray, scaler: Scaler, in_steps: int = 12,
+                 out_steps: int = 12, raw: Tensor | None = None, scaled: Tensor | None = None,
+                 time: Tensor | None = None) -> None:
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.in_steps, self.out_steps = in_steps, out_steps
+        if len(self.starts) and self.starts.max() + in_steps + out_steps > data.num_steps:
+            raise DatasetError(data.source or data.name, "a window runs past the end of the data")
+        # Shared across the three splits when given, so the series is held once.
+        self.raw = raw if raw is not None else torch.from_numpy(data.values)  # T × N
+        self.scaled = scaled if scaled is not None else scaler.transform(self.raw).float()  # T × N
+        self.time = time if time is not None else torch.from_numpy(
+            time_features(data.timestamps, data.steps_per_day))  # T × 2
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, item: int | list[int] | np.ndarray) -> Batch:
+        single = np.isscalar(item)
+        starts = torch.from_numpy(self.starts[np.atleast_1d(np.asarray(item, dtype=np.int64))])  # B
+        n = self.raw.shape[1]
+        rows_in = starts[:, None] + torch.arange(self.in_steps)  # B × T_in
+        rows_out = starts[:, None] + self.in_steps + torch.arange(self.out_steps)  # B × T_out
+        t_in = self.time[rows_in].unsqueeze(2).expand(-1, -1, n, -1)  # B × T_in × N × 2
+        x = torch.cat([self.scaled[rows_in].unsqueeze(-1), t_in], dim=-1)  # B × T_in × N × 3
+        y_cov = self.time[rows_out].unsqueeze(2).expand(-1, -1, n, -1).contiguous()  # B × T_out × N × 2
+        labels = self.scaled[rows_out].unsqueeze(-1)  # B × T_out × N × 1
+        target = self.raw[rows_out].unsqueeze(-1)  # B × T_out × N × 1
+        batch = Batch(x, y_cov, labels, target, starts)
+        if single:
+            return Batch(*(t[0] for t in (batch.x, batch.y_cov, batch.labels, batch.target, batch.start)))
+        return batch
+
+
+@dataclass
+class PreparedData:
+    """Everything the loop and the evaluation need from one dataset and split."""
+
+    data: SensorData
+    scaler: Scaler
+    splits: dict[str, WindowDataset]
+    split_spec: str | tuple[float, float, float]
+    train_rows: np.ndarray  # rows covered by training windows (inputs and targets)
+
+
+def prepare(data: SensorData, split: str | tuple[float, ...] = (0.7, 0.1, 0.2), in_steps: int = 12,
+            out_steps: int = 12, scaler: Scaler | None = None) -> PreparedData:
+    """Split into windows, fit the scaler on the training inputs (unless given), build datasets."""
+    spec = parse_split(split)
+    starts = split_windows(data.num_steps, in_steps, out_steps, spec, data.index)
+    if scaler is None:
+        input_rows = training_rows(starts["train"], in_steps)
+        scaler = Scaler.fit(data.values[input_rows])
+    raw = torch.from_numpy(data.values)
+    scaled = scaler.transform(raw).float()
+    time = torch.from_numpy(time_features(data.timestamps, data.steps_per_day))
+    sets = {name: WindowDataset(data, s, scaler, in_steps, out_steps, raw, scaled, time)
+            for name, s in starts.items()}
+    return PreparedData(data, scaler, sets, spec, training_rows(starts["train"], in_steps + out_steps))
