@@ -20,15 +20,19 @@ from model.config import HimNetConfig
 
 Axis = Literal["none", "S", "T", "ST"]
 
-# Above this many generated weights (B·N·KC·O) an ST convolution contracts input and pool first.
-GENERATE_LIMIT = 32 * 1024 * 1024
+# Contraction order of an ST convolution (``contraction="auto"``). Applying generated per-(sample,
+# node) weights is a batched mat-vec bound by memory bandwidth: it wins only while one pass's
+# weights (B·N·KC·O floats) stay in cache, i.e. at batch 1 for METR-LA (3.6 M floats). Past that,
+# and always in training (where every step would also write a B·N·KC·O weight gradient), the
+# pool-first order — one GEMM (B·N, D·KC) @ (D·KC, O) per step — is faster and lighter.
+GENERATE_LIMIT = 4 * 1024 * 1024
 
 
 class Generated(NamedTuple):
     """Parameters of one convolution for one forward pass, in the layout its axis applies.
 
-    none: weight KC, O; S: N, KC, O; T: B, KC, O; ST: B, N, KC, O (or ``pool_emb`` B·N, D with
-    ``weight`` D·KC, O for the pool-first order). ``bias`` matches without the KC axis.
+    none: weight KC, O; S: N, KC, O; T: B, KC, O; ST: B, N, KC, O (or, in the pool-first order,
+    ``weight`` the pool as KC, D·O and ``pool_emb`` the embedding as B·N, 1, D). ``bias`` matches without the KC axis.
     """
 
     weight: Tensor
@@ -76,8 +80,9 @@ class HimGCN(nn.Module):
         d, kc, o = self.weights_pool.shape
         bias = torch.matmul(emb, self.bias_pool)  # ..., O
         if self.axis == "ST" and self._pool_first(emb):
-            # Pool-first order: out = (E ⊗ X_g) @ P, never materialising B·N·KC·O weights.
-            return Generated(self.weights_pool.reshape(d * kc, o), bias, emb.reshape(-1, d, 1))
+            # Pool-first order: (X_g @ P) then the embedding, never materialising B·N·KC·O weights.
+            pool = self.weights_pool.permute(1, 0, 2).reshape(kc, d * o)  # KC, D·O
+            return Generated(pool, bias, emb.reshape(-1, 1, d))
         weight = torch.matmul(emb, self.weights_pool.reshape(d, kc * o))  # ..., KC·O
         return Generated(weight.reshape(emb.shape[:-1] + (kc, o)), bias)
 
@@ -85,7 +90,7 @@ class HimGCN(nn.Module):
         if self.contraction != "auto":
             return self.contraction == "pool"
         b, n, _ = emb.shape
-        return b * n * self.kc * self.out_dim > GENERATE_LIMIT
+        return self.training or b * n * self.kc * self.out_dim > GENERATE_LIMIT
 
     def forward(self, x: Tensor, graph: Tensor, p: Generated) -> Tensor:
         """x: B, N, C -> B, N, O."""
@@ -96,10 +101,11 @@ class HimGCN(nn.Module):
             return torch.matmul(xg.transpose(0, 1), p.weight).transpose(0, 1) + p.bias
         if self.axis == "T":  # weight B, KC, O
             return torch.matmul(xg, p.weight) + p.bias.unsqueeze(1)
-        if p.pool_emb is not None:  # ST, pool first: (B·N, D, 1) * (B·N, 1, KC) -> B·N, D·KC
+        if p.pool_emb is not None:  # ST, pool first
             b, n, kc = xg.shape
-            outer = (p.pool_emb * xg.reshape(b * n, 1, kc)).reshape(b * n, -1)
-            return torch.matmul(outer, p.weight).reshape(b, n, -1) + p.bias
+            per_d = torch.matmul(xg.reshape(b * n, kc), p.weight)  # B·N, D·O: one GEMM
+            per_d = per_d.reshape(b * n, p.pool_emb.shape[-1], self.out_dim)  # B·N, D, O
+            return torch.bmm(p.pool_emb, per_d).reshape(b, n, self.out_dim) + p.bias  # B, N, O
         # ST, generated: B, N, 1, KC @ B, N, KC, O
         return torch.matmul(xg.unsqueeze(-2), p.weight).squeeze(-2) + p.bias
 
@@ -144,7 +150,7 @@ class Encoder(nn.Module):
         """x: B, T, N, C -> B, N, H."""
         b, steps, n, _ = x.shape
         seq = list(x.unbind(1))  # T × (B, N, C)
-        h = x.new_zeros(b, n, self.hidden_dim)
+        h = x
         for cell, p in zip(self.cells, params):
             h = x.new_zeros(b, n, self.hidden_dim)
             states = []
