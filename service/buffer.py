@@ -1,0 +1,235 @@
+"""The reading buffer: the latest readings of every sensor, one float32 row per time slot.
+
+Redis layout (``<prefix>`` includes a digest of the sensor list, so a bundle with other
+sensors never reads rows written for another layout):
+
+* ``<prefix>:slot:<n>`` — N × 4 bytes, little-endian float32 in model order, NaN = no reading.
+  Created as all-NaN with ``SET NX PXAT``, then each run of adjacent sensors is one
+  ``SETRANGE``; the key expires ``retention`` after its slot ends.
+* ``<prefix>:slots`` — sorted set of slots holding readings (score = slot), for "latest".
+
+A batch is written in one MULTI/EXEC transaction, so it is stored entirely or not at all, and a
+window is read with one MGET. :class:`MemoryBuffer` behaves the same inside one process.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+FLOAT = np.dtype("<f4")
+
+
+class BufferUnavailable(RuntimeError):
+    """The shared store did not answer; nothing was stored or read."""
+
+
+@dataclass(frozen=True)
+class SlotUpdate:
+    """New readings for one slot: sensor positions (model order) and their values."""
+
+    slot: int
+    index: np.ndarray  # int64, unique
+    values: np.ndarray  # float32, finite
+
+
+def layout_key(sensor_ids: Sequence[str]) -> str:
+    """Short digest of the sensor list: part of every key, so layouts never mix."""
+    return hashlib.blake2b("\x1f".join(sensor_ids).encode(), digest_size=6).hexdigest()
+
+
+def runs(index: np.ndarray, values: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Split sensor positions into maximal runs of adjacent positions: (first, values)."""
+    order = np.argsort(index, kind="stable")
+    idx, vals = index[order], values[order]
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(idx)]])
+    return [(int(idx[s]), vals[s:e]) for s, e in zip(starts, ends)]
+
+
+class ReadingBuffer(abc.ABC):
+    """Interface shared by the Redis and in-memory buffers."""
+
+    shared: bool = False
+
+    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int) -> None:
+        self.num_nodes = num_nodes
+        self.interval_s = interval_s
+        self.retention_slots = retention_slots
+
+    def expires_at(self, slot: int) -> float:
+        """Epoch seconds after which ``slot`` is dropped."""
+        return float((slot + 1 + self.retention_slots) * self.interval_s)
+
+    def oldest_kept(self, now: float | None = None) -> int:
+        """The oldest slot still within retention."""
+        now_slot = int((time.time() if now is None else now) // self.interval_s)
+        return now_slot - self.retention_slots + 1
+
+    @abc.abstractmethod
+    async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        """Store all updates atomically or raise :class:`BufferUnavailable`."""
+
+    async def read_window(self, last_slot: int, length: int) -> np.ndarray:
+        """``length × N`` float32 for slots ``last_slot - length + 1 … last_slot``, NaN = none."""
+        window, _ = await self.read_window_with(last_slot, length, ())
+        return window
+
+    @abc.abstractmethod
+    async def read_window_with(
+        self, last_slot: int, length: int, extra_keys: Sequence[str]
+    ) -> tuple[np.ndarray, list[bytes | None]]:
+        """The window plus raw values of ``extra_keys`` fetched in the same round trip.
+
+        Stores that cannot fetch foreign keys answer None for each of them.
+        """
+
+    @abc.abstractmethod
+    async def latest_slot(self) -> int | None:
+        """Newest slot with any reading, or None when the buffer is empty."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool:
+        """Whether the store answers now."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class MemoryBuffer(ReadingBuffer):
+    """In-process buffer for a single replica (and the default local run)."""
+
+    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int) -> None:
+        super().__init__(num_nodes, interval_s, retention_slots)
+        self._rows: dict[int, np.ndarray] = {}
+
+    def _prune(self) -> None:
+        oldest = self.oldest_kept()
+        for slot in [s for s in self._rows if s < oldest]:
+            del self._rows[slot]
+
+    async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        self._prune()
+        for up in updates:
+            row = self._rows.get(up.slot)
+            if row is None:
+                row = self._rows[up.slot] = np.full(self.num_nodes, np.nan, dtype=FLOAT)
+            row[up.index] = up.values
+
+    async def read_window_with(
+        self, last_slot: int, length: int, extra_keys: Sequence[str]
+    ) -> tuple[np.ndarray, list[bytes | None]]:
+        self._prune()
+        out = np.full((length, self.num_nodes), np.nan, dtype=FLOAT)
+        for i, slot in enumerate(range(last_slot - length + 1, last_slot + 1)):
+            row = self._rows.get(slot)
+            if row is not None:
+                out[i] = row
+        return out, [None] * len(extra_keys)
+
+    async def latest_slot(self) -> int | None:
+        self._prune()
+        return max(self._rows) if self._rows else None
+
+    async def ping(self) -> bool:
+        return True
+
+
+class RedisBuffer(ReadingBuffer):
+    """Buffer in Redis, shared by every replica that uses the same URL and prefix."""
+
+    shared = True
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        num_nodes: int,
+        interval_s: int,
+        retention_slots: int,
+    ) -> None:
+        super().__init__(num_nodes, interval_s, retention_slots)
+        self.client = client
+        self.prefix = prefix
+        self._empty_row = np.full(num_nodes, np.nan, dtype=FLOAT).tobytes()
+
+    def slot_key(self, slot: int) -> str:
+        return f"{self.prefix}:slot:{slot}"
+
+    @property
+    def slots_key(self) -> str:
+        return f"{self.prefix}:slots"
+
+    async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for up in updates:
+            key = self.slot_key(up.slot)
+            pipe.set(key, self._empty_row, nx=True, pxat=int(self.expires_at(up.slot) * 1000))
+            for first, vals in runs(up.index, up.values):
+                pipe.setrange(key, first * FLOAT.itemsize, vals.astype(FLOAT).tobytes())
+        pipe.zadd(self.slots_key, {str(up.slot): up.slot for up in updates})
+        pipe.zremrangebyscore(self.slots_key, "-inf", f"({self.oldest_kept()}")
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BufferUnavailable(f"Redis did not store the readings: {exc}") from exc
+
+    async def read_window_with(
+        self, last_slot: int, length: int, extra_keys: Sequence[str]
+    ) -> tuple[np.ndarray, list[bytes | None]]:
+        keys = [self.slot_key(s) for s in range(last_slot - length + 1, last_slot + 1)]
+        try:
+            blobs = await self.client.mget(keys + list(extra_keys))
+        except (RedisError, OSError) as exc:
+            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+        return self.decode(blobs[:length]), list(blobs[length:])
+
+    def decode(self, blobs: Sequence[bytes | None]) -> np.ndarray:
+        """MGET result → ``len(blobs) × N`` float32, NaN where nothing is stored."""
+        out = np.full((len(blobs), self.num_nodes), np.nan, dtype=FLOAT)
+        for i, blob in enumerate(blobs):
+            if blob:
+                row = np.frombuffer(blob[: self.num_nodes * FLOAT.itemsize], dtype=FLOAT)
+                out[i, : row.size] = row
+        return out
+
+    async def latest_slot(self) -> int | None:
+        try:
+            top = await self.client.zrange(self.slots_key, "+inf", f"{self.oldest_kept()}",
+                                           byscore=True, desc=True, offset=0, num=1,
+                                           withscores=True)
+        except (RedisError, OSError) as exc:
+            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+        return int(top[0][1]) if top else None
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
+    """A client that fails fast while Redis is down and reconnects by itself afterwards."""
+    return aioredis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=0,
+        decode_responses=False,
+    )
+
