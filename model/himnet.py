@@ -148,17 +148,16 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, graph: Tensor, params: list[tuple[Generated, Generated]]) -> Tensor:
         """x: B, T, N, C -> B, N, H."""
-        b, steps, n, _ = x.shape
-        seq = list(x.unbind(1))  # T × (B, N, C)
-        h = x
+        b, _, n, _ = x.shape
+        seq = list(x.unbind(1))  # T × (B, N, C): layer l+1 reads layer l's states
         for cell, p in zip(self.cells, params):
             h = x.new_zeros(b, n, self.hidden_dim)
             states = []
-            for t in range(steps):
-                h = cell(seq[t], h, graph, p)
+            for inp in seq:
+                h = cell(inp, h, graph, p)
                 states.append(h)
             seq = states
-        return h
+        return seq[-1]
 
 
 class Decoder(nn.Module):
