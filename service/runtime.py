@@ -253,7 +253,12 @@ class TorchScriptRuntime(Runtime):
         self.owner_thread = threading.get_ident()
         self._warned_thread = False
         # A traced module has no shape metadata: one call proves it fits the manifest.
-        self._check_outputs(self._run(*self.example_inputs(1)), 1)
+        try:
+            outputs = self._run(*self.example_inputs(1))
+        except RuntimeError as exc:
+            raise BundleError(f"{path}: does not run on inputs shaped by the manifest "
+                              f"(1 × {manifest.in_steps} × {manifest.num_nodes}): {_first_line(exc)}") from exc
+        self._check_outputs(outputs, 1)
 
     def _run(self, readings: np.ndarray, input_time: np.ndarray,
              target_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,6 +275,11 @@ class TorchScriptRuntime(Runtime):
 
 
 # --------------------------------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
 def _parse_device(device: str) -> tuple[str, int]:
     kind, _, index = device.partition(":")
     if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):

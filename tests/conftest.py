@@ -19,3 +19,25 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: ../shared (real data and fixtures) is not beside this checkout")
     return path
+
+
+# --- trained tiny model and its bundle (export and serving tests; helpers in tests/tiny_model.py) ---
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    """A few Adam steps of an 8-sensor HimNet on a synthetic week (``training.checkpoint.Checkpoint``)."""
+    from tests.tiny_model import make_tiny_checkpoint
+
+    return make_tiny_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """Bundle directory exported from ``tiny_checkpoint`` by ``training.export.export_bundle``.
+
+    Shared by the whole session: tests that damage a bundle must copy it first.
+    """
+    from training.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(tiny_checkpoint, out)
+    return out

@@ -93,6 +93,17 @@ class ServingHimNet(nn.Module):
         if model.training:
             raise ExportError("export a model in eval mode")
         self.model = model
+        # Graph A and the spatial weights depend on parameters only: computed once here and held
+        # as buffers of this module. The tracers then see them as module state, stored once in the
+        # file and shared by every step that reads them; as plain Python attributes they would be
+        # traced as a separate constant at every use (a 270 MB ONNX file for METR-LA).
+        with torch.no_grad():
+            graph, s_params = model.static_parts()  # cached by HimNet (eval mode, no grad)
+        own = {id(p) for p in model.parameters()}
+        tensors = [graph] + [t for pair in s_params for g in pair for t in g if t is not None]
+        for i, t in enumerate(tensors):
+            if id(t) not in own:
+                self.register_buffer(f"static_{i}", t)  # persistent: the exporters keep only state-dict entries as shared tensors
         self.mean = float(scaler_mean)
         self.std = float(scaler_std)
         self.num_nodes = c.num_nodes
@@ -203,8 +214,6 @@ def build_serving(checkpoint: Checkpoint, contraction: str) -> ServingHimNet:
     model = HimNet(checkpoint.config.replace(contraction=contraction))
     model.load_state_dict(checkpoint.state_dict)
     model.eval()
-    with torch.no_grad():
-        model.static_parts()  # cached now: enters the traced graphs as constants
     return ServingHimNet(model, checkpoint.scaler_mean, checkpoint.scaler_std)
 
 
@@ -214,7 +223,33 @@ def write_onnx(serving: ServingHimNet, path: Path, example: tuple[Tensor, ...], 
         warnings.simplefilter("ignore")  # tracer chatter about Python ints; parity is the check
         torch.onnx.export(serving, example, str(path), dynamo=False, opset_version=opset,
                           input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                          dynamic_axes=dynamic, do_constant_folding=True)
+                          dynamic_axes=dynamic, do_constant_folding=True,
+                          # EVAL would call model.train(False), which drops HimNet's cache of the
+                          # static parts; PRESERVE keeps them, so they are traced as constants.
+                          training=torch.onnx.TrainingMode.PRESERVE)
+    _declare_output_shapes(path, serving)
+
+
+def _declare_output_shapes(path: Path, serving: ServingHimNet) -> None:
+    """Write the outputs' static dims into the graph signature.
+
+    The tracer derives N inside the graph from ``x.shape`` (``new_zeros(b, n, H)``), so the
+    exporter declares the outputs as ``[batch, T_out, <symbol>]``. N, T_out and d_st are fixed by
+    the model; declaring them lets the runtime check the graph against the manifest before it
+    runs anything. (The parity check runs the written file, so a wrong declaration fails there.)
+    """
+    import onnx
+
+    c = serving.model.config
+    proto = onnx.load(str(path))
+    static = {"forecast": [c.out_steps, c.num_nodes], "st_embedding": [c.num_nodes, c.st_embedding_dim]}
+    for out in proto.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        for dim, value in zip(dims[1:], static[out.name]):
+            dim.Clear()
+            dim.dim_value = value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 def write_torchscript(serving: ServingHimNet, path: Path, example: tuple[Tensor, ...]) -> None:
