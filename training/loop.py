@@ -133,9 +133,9 @@ def fit(model: nn.Module, prepared: PreparedData, settings: LoopSettings, run_di
         torch.set_rng_state(state["rng"])
         log.info("resumed from %s after epoch %d (%d batches seen, best val %.4f)", resume_path, epoch,
                  batches_seen, best_val)
-        if state.get("finished"):
+        if state.get("early_stopped"):
             model.load_state_dict(best_state)
-            return FitResult(epoch, batches_seen, best_epoch, best_val, "already finished", history,
+            return FitResult(epoch, batches_seen, best_epoch, best_val, "already early-stopped", history,
                              elapsed_before)
     elif resume:
         log.info("no %s yet: starting from scratch", resume_path)
@@ -204,8 +204,8 @@ def fit(model: nn.Module, prepared: PreparedData, settings: LoopSettings, run_di
                 "wait": wait, "best_val": best_val, "best_epoch": best_epoch, "best_state": best_state,
                 "history": history, "rng": torch.get_rng_state(),
                 "seconds": elapsed_before + time.monotonic() - start_time,
-                # a budget stop may be continued with --resume and a larger budget
-                "finished": finished and not out_of_budget,
+                # epoch/step/time budgets may be extended on --resume; an early stop is final
+                "early_stopped": wait >= settings.patience,
             })
         if finished:
             break
