@@ -196,7 +196,7 @@ def read_hdf5(path: str | Path, *, key: str | None = None, name: str | None = No
         raise DatasetError(path, "no such file")
     try:
         frame = pd.read_hdf(path, key=key)
-    except (ValueError, KeyError, OSError, TypeError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - PyTables raises its own error types for a bad file
         raise DatasetError(path, f"not a readable pandas HDF5 file ({exc.__class__.__name__}: {exc})") from exc
     if not isinstance(frame, pd.DataFrame):
         raise DatasetError(path, f"expected a DataFrame, found {type(frame).__name__}")
