@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.evaluate", "evaluate a checkpoint against baselines on the test split"),
     "export": ("training.export", "export a checkpoint to a model bundle (ONNX + TorchScript)"),
     "replay": ("training.replay", "stream a dataset into a running service; online accuracy per horizon"),
+    "report": ("training.report", "figures and a summary of what a model learned: clusters, time, graph"),
     "efficiency": ("training.efficiency", "parameters, step/epoch time, latency and memory vs the naive form; HimNet-Θ′ size"),
     "ablation": ("training.ablation", "train the full model and its six ablation variants; per-horizon table"),
 }

@@ -1,0 +1,158 @@
+"""``himnet report`` on a tiny random-weight model of a synthetic road network (coordinates and a
+road graph included): every figure and the summary are written, and the clusters are the ones the
+service serves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import HimNet, HimNetConfig
+from model.clustering import kmeans
+from training.checkpoint import Checkpoint
+from training.cli import main
+from training.datasets import generate_synthetic
+from training.report import (
+    adjusted_rand_index,
+    build_report,
+    cosine_similarity,
+    daily_profiles,
+    group_similarity,
+    hourly_contexts,
+    load_learned,
+    neighbour_overlap,
+)
+
+N = 10
+FIGURES = {"spatial_embeddings", "cluster_map", "temporal_similarity", "temporal_clusters", "adjacency",
+           "cluster_profiles"}
+
+
+def tiny_checkpoint(data, seed: int = 0) -> Checkpoint:
+    config = HimNetConfig(num_nodes=data.num_nodes, hidden_dim=8, tod_embedding_dim=4, dow_embedding_dim=3,
+                          node_embedding_dim=4, st_embedding_dim=4, steps_per_day=data.steps_per_day)
+    torch.manual_seed(seed)
+    model = HimNet(config)
+    return Checkpoint(config=config, state_dict=model.state_dict(), scaler_mean=50.0, scaler_std=10.0,
+                      sensor_ids=list(data.sensor_ids), interval_minutes=float(data.interval_minutes), dataset=data.name,
+                      coords=[(float(a), float(b)) for a, b in data.coords],
+                      train_settings={"data": "synthetic", "seed": seed,
+                                      "data_options": {"num_sensors": N, "days": 7}})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate_synthetic(num_sensors=N, days=7)
+
+
+@pytest.fixture(scope="module")
+def report(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    main_ckpt = tiny_checkpoint(data, 0).save(root / "a.pt")
+    other = tiny_checkpoint(data, 1).save(root / "b.pt")
+    return build_report(main_ckpt, root / "out", clusters=3, compare=other, top_ks=(3, 5))
+
+
+def test_every_figure_and_the_summary_are_written(report):
+    assert set(report.figures) == FIGURES
+    for path in report.figures.values():
+        blob = path.read_bytes()
+        assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 10_000, path
+    text = report.summary.read_text()
+    for heading in ("## Spatial clusters", "adjusted Rand index", "## What each cluster means",
+                    "## Temporal embeddings", "## Learned adjacency vs road graph", "## Figures"):
+        assert heading in text
+    for path in report.figures.values():
+        assert f"({path.name})" in text
+    saved = json.loads((report.out_dir / "report.json").read_text())
+    assert saved["clusters"] == 3 and sum(saved["cluster_sizes"]) == N
+    assert saved["notes"] == []
+
+
+def test_clusters_are_the_services(report, data, tmp_path):
+    """Same function and defaults as GET /embeddings (service/embeddings.py)."""
+    from service.embeddings import EmbeddingIndex
+
+    learned = load_learned(report.numbers["source"])
+    index = EmbeddingIndex.build({"node_embedding": learned.node_embedding, "adjacency": learned.adjacency},
+                                 learned.sensor_ids, None, n_clusters=3, seed=0, k_neighbours=3)
+    assert report.numbers["labels"] == index.clusters.tolist()
+    assert report.numbers["labels"] == kmeans(learned.node_embedding.astype(np.float64), 3, seed=0).labels.tolist()
+
+
+def test_stability_numbers(report):
+    ari = report.numbers["ari_kmeans_seeds"]["ari"]
+    assert -1.0 <= ari <= 1.0
+    assert report.numbers["ari_models"]["other_seed"] == 1
+    assert -1.0 <= report.numbers["ari_models"]["ari"] <= 1.0
+    assert adjusted_rand_index([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)
+    assert adjusted_rand_index([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1]) < 0.0
+
+
+def test_neighbour_overlap_against_known_graphs():
+    n = 12
+    road = np.zeros((n, n))
+    for i in range(n - 1):  # a chain: every sensor's road neighbours are i-1 and i+1
+        road[i, i + 1] = 1.0
+    same = np.full((n, n), 0.01)
+    for i in range(n):
+        for j in (i - 1, i + 1):
+            if 0 <= j < n:
+                same[i, j] = 0.5
+    assert neighbour_overlap(same, road, 2)["overlap"] == pytest.approx(1.0)
+    far = np.full((n, n), 0.01)
+    for i in range(n):
+        far[i, (i + n // 2) % n] = 0.5
+        far[i, (i + n // 2 + 1) % n] = 0.4
+    res = neighbour_overlap(far, road, 2)
+    assert res["overlap"] == pytest.approx(0.0)
+    assert res["random_expected"] == pytest.approx(2 / 11)
+    assert abs(res["random_mean"] - 2 / 11) < 0.05
+
+
+def test_temporal_groups_separate_when_the_table_does():
+    """A time-of-day table built to tell rush hours from nights scores a positive separation."""
+    steps = 288
+    hours = np.arange(steps) * 24 / steps
+    rush = ((hours >= 7) & (hours < 10)) | ((hours >= 16) & (hours < 19))
+    night = hours < 5
+    tod = np.stack([rush.astype(float), night.astype(float), (~rush & ~night).astype(float)], 1)
+    dow = np.zeros((7, 2))
+    dow[:5, 0] = 1.0
+    dow[5:, 1] = 1.0
+    sim = cosine_similarity(hourly_contexts(tod, dow).reshape(168, -1))
+    groups = group_similarity(sim)
+    assert groups["separation"] > 0.3
+    flat = group_similarity(np.ones((168, 168)))
+    assert flat["separation"] == pytest.approx(0.0)
+
+
+def test_daily_profiles_average_by_slot_and_skip_missing(data):
+    d = data.subset(nodes=2)
+    d.values[:] = 40.0
+    d.values[::7, 0] = 0.0  # one day in seven missing at each slot: must not pull the mean down
+    d.values[d.timestamps.astype("datetime64[D]").view("int64") % 7 == 3, 1] = 0.0  # 1970-01-01 + 3 = Sunday
+    d.values[::288, 1] = 80.0  # midnight readings of sensor 1 are 80 on the days it reports
+    prof = daily_profiles(d)
+    assert prof["weekday"].shape == prof["weekend"].shape == (2, d.steps_per_day)
+    assert np.allclose(prof["weekday"][0], 40.0) and np.allclose(prof["weekend"][0], 40.0)
+    assert prof["weekday"][1, 0] == 80.0 and np.allclose(prof["weekday"][1, 1:], 40.0)
+    # sensor 1 never reports on Sunday, so its weekend profile is Saturday's alone
+    assert prof["weekend"][1, 0] == 80.0 and np.allclose(prof["weekend"][1, 1:], 40.0)
+
+
+def test_cli_on_a_model_without_time_tables(data, tmp_path, capsys):
+    """w/o E_t has no temporal tables: the report says so instead of failing."""
+    ckpt = tiny_checkpoint(data)
+    ckpt.config = ckpt.config.replace(ablation="no_e_t")
+    torch.manual_seed(0)
+    ckpt.state_dict = HimNet(ckpt.config).state_dict()
+    path = ckpt.save(tmp_path / "no_e_t.pt")
+    assert main(["report", str(path), "--out", str(tmp_path / "r"), "--clusters", "2", "--top-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "no temporal embedding tables" in out
+    assert not (tmp_path / "r" / "temporal_similarity.png").exists()
+    assert (tmp_path / "r" / "adjacency.png").is_file() and (tmp_path / "r" / "cluster_map.png").is_file()

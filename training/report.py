@@ -1,0 +1,484 @@
+"""``himnet report``: what a trained HimNet learned, as figures and a short Markdown summary.
+
+From a checkpoint (``himnet train``) or a model bundle (``himnet export``) it computes:
+
+- clusters of the spatial embeddings with ``model.clustering.kmeans`` (the very function and
+  defaults behind the service's ``GET /embeddings/{node}``, so both name the same clusters), their
+  stability across two k-means seeds and, with ``--compare``, across two trained models
+  (adjusted Rand index);
+- 2-D projections of the spatial embeddings (PCA and t-SNE), and the clusters on a map when the
+  sensors' coordinates are known;
+- the temporal embedding of every (day of week, hour) context: cosine similarities and whether
+  rush hours, nights and weekends form groups;
+- the learned adjacency against the road graph (overlap of top-k neighbours, against random
+  neighbours) when the data has one;
+- each cluster's mean daily profile of the data (weekdays and weekends), to show what it means.
+
+Computation lives here; drawing in ``training/report_plots.py``. Python API: :func:`build_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.clustering import kmeans
+from model.time_features import time_features
+from training.datasets import DatasetError, SensorData, load_dataset
+from training.evaluate import data_from_settings, parse_options
+
+# Defaults of the service (service/settings.py: clusters = 8, cluster_seed = 0).
+DEFAULT_CLUSTERS = 8
+DEFAULT_SEED = 0
+# Hour ranges (start inclusive, end exclusive) of the temporal groups; days 0 = Monday.
+TEMPORAL_GROUPS: dict[str, tuple[tuple[int, ...], tuple[int, int]]] = {
+    "weekday AM rush (7-10h)": ((0, 1, 2, 3, 4), (7, 10)),
+    "weekday midday (11-15h)": ((0, 1, 2, 3, 4), (11, 15)),
+    "weekday PM rush (16-19h)": ((0, 1, 2, 3, 4), (16, 19)),
+    "night (0-5h, all days)": ((0, 1, 2, 3, 4, 5, 6), (0, 5)),
+    "weekend day (10-18h)": ((5, 6), (10, 18)),
+}
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+class ReportError(ValueError):
+    """The source cannot be read or does not fit the data."""
+
+
+@dataclass
+class Learned:
+    """What the report reads from a checkpoint or bundle (model order throughout)."""
+
+    source: str
+    kind: str  # "checkpoint" or "bundle"
+    sensor_ids: list[str]
+    node_embedding: np.ndarray  # N × d_s
+    adjacency: np.ndarray  # N × N, rows sum to 1
+    tod_embedding: np.ndarray | None  # steps_per_day × d_tod
+    dow_embedding: np.ndarray | None  # 7 × d_dow
+    coords: np.ndarray | None  # N × 2 (latitude, longitude)
+    steps_per_day: int
+    dataset: str
+    ablation: str = "none"
+    train_settings: dict[str, Any] = field(default_factory=dict)
+
+
+def load_learned(path: str | Path) -> Learned:
+    """A checkpoint file or a bundle directory -> :class:`Learned`."""
+    path = Path(path)
+    if path.is_dir():
+        from model.bundle import BundleError, load_embeddings, read_manifest
+
+        try:
+            manifest = read_manifest(path)
+            arrays = load_embeddings(path)
+        except BundleError as exc:
+            raise ReportError(str(exc)) from exc
+        coords = np.asarray(manifest.coords, dtype=np.float64) if manifest.coords else None
+        return Learned(
+            source=str(path), kind="bundle", sensor_ids=list(manifest.sensor_ids),
+            node_embedding=np.asarray(arrays["node_embedding"]), adjacency=np.asarray(arrays["adjacency"]),
+            tod_embedding=arrays.get("tod_embedding"), dow_embedding=arrays.get("dow_embedding"),
+            coords=coords, steps_per_day=int(manifest.steps_per_day), dataset=manifest.dataset,
+            ablation=str(manifest.config.get("ablation", "none")))
+    import torch
+
+    from model.himnet import adaptive_graph
+    from training.checkpoint import Checkpoint, CheckpointError
+
+    try:
+        ckpt = Checkpoint.load(path)
+    except CheckpointError as exc:
+        raise ReportError(str(exc)) from exc
+    model = ckpt.build_model()
+    with torch.no_grad():
+        emb = model.node_embedding.detach().float()
+        adjacency = adaptive_graph(emb).numpy()
+        tod = model.tod_embedding.weight.detach().numpy() if model.uses_time_tables else None
+        dow = model.dow_embedding.weight.detach().numpy() if model.uses_time_tables else None
+    return Learned(
+        source=str(path), kind="checkpoint", sensor_ids=list(ckpt.sensor_ids),
+        node_embedding=emb.numpy(), adjacency=adjacency, tod_embedding=tod, dow_embedding=dow,
+        coords=np.asarray(ckpt.coords, dtype=np.float64) if ckpt.coords else None,
+        steps_per_day=ckpt.config.steps_per_day, dataset=ckpt.dataset, ablation=ckpt.config.ablation,
+        train_settings=dict(ckpt.train_settings or {}))
+
+
+def load_report_data(learned: Learned, data: str | Path | SensorData | None,
+                     data_options: dict[str, Any] | None = None) -> tuple[SensorData | None, str]:
+    """The data to read profiles, road graph and coordinates from, in model order, and a note.
+
+    ``data`` None: the dataset recorded in the checkpoint (or named in the bundle's manifest).
+    Returns (None, why) when it cannot be found or does not hold the model's sensors.
+    """
+    try:
+        if isinstance(data, SensorData):
+            d = data
+        elif data is not None:
+            d = load_dataset(data, **(data_options or {}))
+        elif learned.train_settings.get("data"):
+            d = data_from_settings(learned.train_settings)
+        else:
+            d = load_dataset(learned.dataset, **(data_options or {}))
+    except (DatasetError, ValueError, OSError) as exc:
+        return None, f"no data ({exc})"
+    if d.sensor_ids == learned.sensor_ids:
+        return d, f"data: {d.name} ({d.num_nodes} sensors, {d.num_steps} steps)"
+    position = {s: i for i, s in enumerate(d.sensor_ids)}
+    missing = [s for s in learned.sensor_ids if s not in position]
+    if missing:
+        return None, f"data {d.name!r} lacks {len(missing)} of the model's sensors (e.g. {missing[0]!r})"
+    d = d.subset(nodes=[position[s] for s in learned.sensor_ids])
+    return d, f"data: {d.name} (the model's {d.num_nodes} sensors, {d.num_steps} steps)"
+
+
+# --- spatial embeddings ---------------------------------------------------------------------------
+def cluster_labels(embedding: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means labels exactly as the service computes them (``min(k, N)`` clusters)."""
+    return kmeans(np.asarray(embedding, dtype=np.float64), min(k, embedding.shape[0]), seed=seed).labels
+
+
+def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(np.asarray(a), np.asarray(b)))
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N × 2 projection on the first two principal axes, explained-variance ratios of both)."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    var = s**2
+    total = var.sum()
+    ratios = var[:2] / total if total > 0 else np.zeros(min(2, len(var)))
+    proj = centred @ vt[:2].T
+    if proj.shape[1] < 2:  # one-dimensional embedding: pad with zeros
+        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+        ratios = np.pad(ratios, (0, 2 - len(ratios)))
+    return proj, ratios
+
+
+def tsne_2d(x: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """(N × 2 t-SNE embedding, perplexity used); perplexity adapted to small N."""
+    from sklearn.manifold import TSNE
+
+    n = x.shape[0]
+    perplexity = float(min(30.0, max(1.0, (n - 1) / 3)))
+    if np.allclose(x, x[0]):  # all points equal (w/o E_s): nothing to separate
+        return np.zeros((n, 2)), perplexity
+    out = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+               learning_rate="auto").fit_transform(np.asarray(x, dtype=np.float64))
+    return out, perplexity
+
+
+# --- temporal embeddings --------------------------------------------------------------------------
+def hourly_contexts(tod: np.ndarray, dow: np.ndarray) -> np.ndarray:
+    """Mean temporal embedding ``concat(tod[slot], dow[day])`` of every (day, hour): 7 × 24 × D."""
+    steps = tod.shape[0]
+    hour_of_slot = (np.arange(steps) * 24) // steps
+    tod_hourly = np.stack([tod[hour_of_slot == h].mean(0) for h in range(24)])  # 24 × d_tod
+    return np.concatenate([np.broadcast_to(tod_hourly[None], (7, 24, tod.shape[1])),
+                           np.broadcast_to(dow[:, None], (7, 24, dow.shape[1]))], axis=-1)
+
+
+def cosine_similarity(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = x / np.where(norm > 0, norm, 1.0)
+    return unit @ unit.T
+
+
+def group_similarity(sim: np.ndarray) -> dict[str, Any]:
+    """Mean cosine similarity within and between the ``TEMPORAL_GROUPS`` of hourly contexts.
+
+    ``sim`` is the 168 × 168 similarity of (day, hour) contexts in day-major order. Within-group
+    means leave out each context's similarity with itself.
+    """
+    index = {name: np.array([d * 24 + h for d in days for h in range(*hours)])
+             for name, (days, hours) in TEMPORAL_GROUPS.items()}
+    names = list(index)
+    table = np.zeros((len(names), len(names)))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            block = sim[np.ix_(index[a], index[b])]
+            if i == j:
+                n = len(index[a])
+                table[i, j] = (block.sum() - np.trace(block)) / max(n * (n - 1), 1)
+            else:
+                table[i, j] = block.mean()
+    within = np.diag(table)
+    between = np.array([np.delete(table[i], i).mean() for i in range(len(names))])
+    return {"groups": names, "table": table.tolist(), "within": within.tolist(), "between": between.tolist(),
+            "separation": float((within - between).mean())}
+
+
+# --- learned graph vs road graph ------------------------------------------------------------------
+def top_k(weights: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per row: the up-to-k strongest positive-weight columns, self excluded (stable tie order)."""
+    w = np.asarray(weights, dtype=np.float64).copy()
+    np.fill_diagonal(w, -np.inf)
+    order = np.argsort(-w, axis=1, kind="stable")[:, :k]
+    return [row[w[i, row] > 0] for i, row in enumerate(order)]
+
+
+def neighbour_overlap(learned: np.ndarray, road: np.ndarray, k: int, seed: int = 0,
+                      draws: int = 200) -> dict[str, float]:
+    """Share of each sensor's top-k road neighbours that are among its top-k learned neighbours.
+
+    The road graph is symmetrised (``max(W, Wᵀ)``) like the learned one (``relu(E Eᵀ)`` is
+    symmetric before the row softmax); sensors without road neighbours are left out. Random
+    baseline: the same count with k neighbours drawn at random (expected ``k / (N − 1)``),
+    estimated over ``draws`` draws as mean and standard deviation.
+    """
+    n = learned.shape[0]
+    k = min(k, n - 1)
+    road_sym = np.maximum(road, road.T)
+    road_nb, learned_nb = top_k(road_sym, k), top_k(learned + 1e-30, k)  # learned weights are > 0
+    rows = [i for i in range(n) if len(road_nb[i])]
+    if not rows:
+        return {"k": k, "sensors": 0, "overlap": float("nan"), "random_mean": float("nan"),
+                "random_std": float("nan"), "random_expected": k / (n - 1)}
+    overlap = np.mean([len(np.intersect1d(learned_nb[i], road_nb[i])) / len(road_nb[i]) for i in rows])
+    rng = np.random.default_rng(seed)
+    sims = []
+    for _ in range(draws):
+        vals = []
+        for i in rows:
+            others = np.delete(np.arange(n), i)
+            pick = rng.choice(others, size=k, replace=False)
+            vals.append(len(np.intersect1d(pick, road_nb[i])) / len(road_nb[i]))
+        sims.append(np.mean(vals))
+    return {"k": k, "sensors": len(rows), "overlap": float(overlap), "random_mean": float(np.mean(sims)),
+            "random_std": float(np.std(sims)), "random_expected": k / (n - 1)}
+
+
+# --- what a cluster means -------------------------------------------------------------------------
+def daily_profiles(data: SensorData) -> dict[str, np.ndarray]:
+    """Per sensor and time-of-day slot, the mean reading over weekdays and over weekends
+    (missing readings, 0, left out): ``{"weekday": N × S, "weekend": N × S}``; NaN where none."""
+    feats = time_features(data.timestamps, data.steps_per_day)
+    slot = np.minimum((feats[:, 0] * data.steps_per_day).astype(np.int64), data.steps_per_day - 1)
+    weekend = feats[:, 1] >= 5
+    out = {}
+    for name, rows in (("weekday", ~weekend), ("weekend", weekend)):
+        vals = data.values[rows].astype(np.float64)
+        valid = vals != 0
+        sums = np.zeros((data.steps_per_day, data.num_nodes))
+        counts = np.zeros((data.steps_per_day, data.num_nodes))
+        np.add.at(sums, slot[rows], np.where(valid, vals, 0.0))
+        np.add.at(counts, slot[rows], valid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = (sums / counts).T  # N × S
+    return out
+
+
+def cluster_profiles(profiles: dict[str, np.ndarray], labels: np.ndarray, steps_per_day: int
+                     ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Mean profile per cluster (``{"weekday": k × S, "weekend": k × S}``) and a summary row each."""
+    k = int(labels.max()) + 1
+    means = {name: np.stack([_nanmean(p[labels == c], 0) for c in range(k)]) for name, p in profiles.items()}
+    hours = np.arange(steps_per_day) * 24.0 / steps_per_day
+    night = hours < 5
+    rows = []
+    for c in range(k):
+        wd, we = means["weekday"][c], means["weekend"][c]
+        row: dict[str, Any] = {"cluster": c, "sensors": int((labels == c).sum())}
+        if np.isfinite(wd).any():
+            low = int(np.nanargmin(wd))
+            row.update(weekday_mean=float(np.nanmean(wd)), weekday_min=float(wd[low]),
+                       weekday_min_at=f"{int(hours[low]):02d}:{int(round((hours[low] % 1) * 60)):02d}",
+                       night_mean=float(_nanmean(wd[night], 0)),
+                       am_rush_mean=float(_nanmean(wd[(hours >= 7) & (hours < 10)], 0)),
+                       pm_rush_mean=float(_nanmean(wd[(hours >= 16) & (hours < 19)], 0)))
+        if np.isfinite(we).any():
+            row["weekend_mean"] = float(np.nanmean(we))
+        rows.append(row)
+    return means, rows
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": NaN is the answer
+        return np.nanmean(x, axis=axis)
+
+
+# --- the report -----------------------------------------------------------------------------------
+@dataclass
+class Report:
+    out_dir: Path
+    figures: dict[str, Path]
+    summary: Path
+    numbers: dict[str, Any]
+
+
+def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | SensorData | None = None,
+                 data_options: dict[str, Any] | None = None, clusters: int = DEFAULT_CLUSTERS,
+                 seed: int = DEFAULT_SEED, compare: str | Path | None = None, top_ks: tuple[int, ...] = (5, 10),
+                 temporal_clusters: int = 6) -> Report:
+    """Compute everything, draw the figures, write ``report.md`` and ``report.json`` in ``out_dir``."""
+    from training import report_plots as plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    learned = load_learned(source)
+    d, data_note = load_report_data(learned, data, data_options)
+    coords = learned.coords if learned.coords is not None else (d.coords if d is not None else None)
+    n = len(learned.sensor_ids)
+    emb = learned.node_embedding
+    labels = cluster_labels(emb, clusters, seed)
+    k = int(labels.max()) + 1
+    numbers: dict[str, Any] = {"source": learned.source, "kind": learned.kind, "dataset": learned.dataset,
+                               "ablation": learned.ablation, "sensors": n, "clusters": k, "seed": seed,
+                               "data": data_note, "cluster_sizes": np.bincount(labels, minlength=k).tolist(),
+                               "labels": labels.tolist()}
+    numbers["ari_kmeans_seeds"] = {"seeds": [seed, seed + 1],
+                                   "ari": adjusted_rand_index(labels, cluster_labels(emb, clusters, seed + 1))}
+    if compare is not None:
+        other = load_learned(compare)
+        if other.sensor_ids != learned.sensor_ids:
+            raise ReportError(f"{compare}: other sensors than {source}; cannot compare clusters")
+        other_labels = cluster_labels(other.node_embedding, clusters, seed)
+        numbers["ari_models"] = {"other": str(compare), "ari": adjusted_rand_index(labels, other_labels),
+                                 "other_seed": other.train_settings.get("seed")}
+    figures: dict[str, Path] = {}
+    notes: list[str] = []
+
+    pca, ratios = pca_2d(emb)
+    tsne, perplexity = tsne_2d(emb, seed)
+    numbers["pca_explained"] = ratios.tolist()
+    numbers["tsne_perplexity"] = perplexity
+    figures["spatial_embeddings"] = plots.plot_projections(pca, ratios, tsne, perplexity, labels,
+                                                           out / "spatial_embeddings.png")
+    if coords is not None:
+        figures["cluster_map"] = plots.plot_cluster_map(np.asarray(coords), labels, out / "cluster_map.png")
+    else:
+        notes.append("no sensor coordinates: no map")
+
+    if learned.tod_embedding is not None and learned.dow_embedding is not None:
+        contexts = hourly_contexts(learned.tod_embedding, learned.dow_embedding)  # 7 × 24 × D
+        flat = contexts.reshape(7 * 24, -1)
+        sim = cosine_similarity(flat)
+        tod_sim = cosine_similarity(learned.tod_embedding)
+        groups = group_similarity(sim)
+        t_labels = cluster_labels(flat, temporal_clusters, seed).reshape(7, 24)
+        numbers["temporal"] = {**groups, "clusters": t_labels.tolist(),
+                               "dow_similarity": cosine_similarity(learned.dow_embedding).tolist()}
+        figures["temporal_similarity"] = plots.plot_temporal_similarity(
+            sim, tod_sim, cosine_similarity(learned.dow_embedding), DAY_NAMES, out / "temporal_similarity.png")
+        figures["temporal_clusters"] = plots.plot_temporal_clusters(t_labels, DAY_NAMES,
+                                                                    out / "temporal_clusters.png")
+    else:
+        notes.append(f"no temporal embedding tables (ablation {learned.ablation!r}): no temporal figures")
+
+    road = d.adjacency if d is not None else None
+    if road is not None:
+        overlaps = [neighbour_overlap(learned.adjacency, road, kk, seed) for kk in top_ks]
+        numbers["adjacency_overlap"] = overlaps
+        figures["adjacency"] = plots.plot_adjacency(learned.adjacency, road, labels, overlaps, out / "adjacency.png")
+    else:
+        notes.append("no road graph in the data: no adjacency comparison")
+
+    if d is not None:
+        means, rows = cluster_profiles(daily_profiles(d), labels, d.steps_per_day)
+        numbers["cluster_profiles"] = rows
+        figures["cluster_profiles"] = plots.plot_cluster_profiles(means, d.steps_per_day, labels,
+                                                                  out / "cluster_profiles.png")
+    else:
+        notes.append(f"{data_note}: no cluster profiles")
+    numbers["notes"] = notes
+    numbers["figures"] = {name: path.name for name, path in figures.items()}
+    (out / "report.json").write_text(json.dumps(numbers, indent=2))
+    summary = out / "report.md"
+    summary.write_text(render_summary(numbers))
+    return Report(out, figures, summary, numbers)
+
+
+def render_summary(nb: dict[str, Any]) -> str:
+    """The Markdown summary: what was read, the numbers, the figures."""
+    lines = [f"# HimNet embedding report: {nb['dataset']}", "",
+             f"Source: `{nb['source']}` ({nb['kind']}, ablation `{nb['ablation']}`), {nb['sensors']} sensors; "
+             f"{nb['data']}.", "",
+             "## Spatial clusters", "",
+             f"k-means (`model.clustering.kmeans`, k = {nb['clusters']}, seed {nb['seed']}: the service's "
+             f"`GET /embeddings` clusters) sizes: {nb['cluster_sizes']}.", "",
+             "| stability | adjusted Rand index |", "| --- | --- |",
+             f"| k-means seed {nb['ari_kmeans_seeds']['seeds'][0]} vs {nb['ari_kmeans_seeds']['seeds'][1]} "
+             f"(same model) | {nb['ari_kmeans_seeds']['ari']:.3f} |"]
+    if "ari_models" in nb:
+        m = nb["ari_models"]
+        lines.append(f"| this model vs `{m['other']}` (training seed {m['other_seed']}) | {m['ari']:.3f} |")
+    lines += ["", f"PCA explains {100 * nb['pca_explained'][0]:.1f}% + {100 * nb['pca_explained'][1]:.1f}% "
+              f"of the variance; t-SNE perplexity {nb['tsne_perplexity']:.1f}.", ""]
+    if "cluster_profiles" in nb:
+        lines += ["## What each cluster means (mean daily profile of the data)", "",
+                  "| cluster | sensors | weekday mean | night 0-5h | AM rush 7-10h | PM rush 16-19h | weekday min (at) "
+                  "| weekend mean |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in nb["cluster_profiles"]:
+            def f(key: str) -> str:
+                return f"{r[key]:.1f}" if key in r and np.isfinite(r[key]) else "-"
+            at = f" ({r['weekday_min_at']})" if "weekday_min_at" in r else ""
+            lines.append(f"| {r['cluster']} | {r['sensors']} | {f('weekday_mean')} | {f('night_mean')} | "
+                         f"{f('am_rush_mean')} | {f('pm_rush_mean')} | {f('weekday_min')}{at} | {f('weekend_mean')} |")
+        lines.append("")
+    if "temporal" in nb:
+        t = nb["temporal"]
+        lines += ["## Temporal embeddings (time of day × day of week)", "",
+                  "Mean cosine similarity of hourly contexts within each group and to the other groups "
+                  f"(separation, mean of within − between: {t['separation']:+.3f}; > 0 means the groups are "
+                  "told apart):", "", "| group | within | between |", "| --- | --- | --- |"]
+        for g, w, b in zip(t["groups"], t["within"], t["between"]):
+            lines.append(f"| {g} | {w:.3f} | {b:.3f} |")
+        lines.append("")
+    if "adjacency_overlap" in nb:
+        lines += ["## Learned adjacency vs road graph", "",
+                  "Share of each sensor's top-k road neighbours (symmetrised road graph) found among its top-k "
+                  "learned neighbours, against k random neighbours:", "",
+                  "| k | sensors | learned | random (mean ± sd) |", "| --- | --- | --- | --- |"]
+        for o in nb["adjacency_overlap"]:
+            lines.append(f"| {o['k']} | {o['sensors']} | {o['overlap']:.3f} | {o['random_mean']:.3f} ± "
+                         f"{o['random_std']:.3f} |")
+        lines.append("")
+    lines += ["## Figures", ""] + [f"- `{name}`: ![{key}]({name})" for key, name in nb["figures"].items()]
+    if nb["notes"]:
+        lines += ["", "Not drawn: " + "; ".join(nb["notes"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.replace(",", " ").split())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.epilog = "example:  himnet report runs/los/checkpoint.pt --out runs/los/report"
+    parser.add_argument("source", type=Path, help="checkpoint file (himnet train) or bundle directory (himnet export)")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the PNG figures and report.md")
+    parser.add_argument("--data", help="dataset (default: the one the checkpoint was trained on / the bundle names)")
+    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS, help="k of the spatial k-means")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="k-means / t-SNE seed")
+    parser.add_argument("--compare", type=Path, help="a second checkpoint or bundle (e.g. another training seed): "
+                                                     "ARI of the two models' clusters")
+    parser.add_argument("--top-k", type=_int_list, default=(5, 10), help="neighbour counts for the graph overlap")
+    parser.add_argument("--temporal-clusters", type=int, default=6)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = build_report(args.source, args.out, data=args.data, data_options=parse_options(args.data_option),
+                              clusters=args.clusters, seed=args.seed, compare=args.compare, top_ks=args.top_k,
+                              temporal_clusters=args.temporal_clusters)
+    except (ReportError, DatasetError) as exc:
+        print(f"himnet report: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary.read_text())
+    print(f"wrote {report.summary} and {len(report.figures)} figures to {report.out_dir}")
+    return 0
