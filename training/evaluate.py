@@ -90,6 +90,8 @@ def check_compatible(ckpt: Checkpoint, data: SensorData, where: str = "checkpoin
 def data_from_settings(settings: dict[str, Any]) -> SensorData:
     """Re-load the dataset a checkpoint was trained on, restricted the same way."""
     data = load_dataset(settings.get("data", "synthetic"), **dict(settings.get("data_options") or {}))
+    if settings.get("selection"):
+        return data.reselect(settings["selection"])
     if settings.get("max_nodes"):
         data = data.subset(nodes=int(settings["max_nodes"]))
     return data

@@ -50,6 +50,7 @@ class LoopSettings:
     max_time: float | None = None  # seconds of wall clock for the loop
     seed: int = 0
     progress: bool = True
+    log_every: int = 50  # log the running loss every this many steps when there is no progress bar
 
 
 @dataclass
@@ -163,6 +164,9 @@ def fit(model: nn.Module, prepared: PreparedData, settings: LoopSettings, run_di
             run_sum += float(loss.detach())
             run_n += 1
             bar.set_postfix(loss=f"{run_sum / run_n:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.0e}")
+            if info.is_main and not settings.progress and settings.log_every and run_n % settings.log_every == 0:
+                log.info("epoch %d step %d/%d  loss %.4f  %.1fs", epoch + 1, run_n, len(loader), run_sum / run_n,
+                         time.monotonic() - epoch_start)
             if settings.max_steps is not None and batches_seen >= settings.max_steps:
                 out_of_budget = "max steps"
             elapsed = elapsed_before + time.monotonic() - start_time

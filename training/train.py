@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -130,9 +131,10 @@ def train_model(data: SensorData | str | Path = "synthetic", **options: Any) -> 
     settings = TrainSettings(**options)
     if isinstance(data, SensorData):
         settings.data = data.source or data.name
+        settings.data_options = dict(data.load_options)
     else:
-        settings.data = str(data)
         data = load_dataset(data, **settings.data_options)
+        settings.data, settings.data_options = data.source, dict(data.load_options)
     if settings.max_nodes:
         data = data.subset(nodes=settings.max_nodes)
     if settings.threads:
@@ -176,7 +178,7 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
                                      ("model", "last_value", "historical_average")} if config.out_steps >= 3 else {}
         log.info("test (%d windows):\n%s", report["num_windows"], format_table(report))
     metrics["wall_seconds"] = time.monotonic() - wall_start
-    train_settings = {**settings.to_dict(), "split": split, "loop": {**dataclasses.asdict(loop)},
+    train_settings = {**settings.to_dict(), "split": split, "selection": data.selection, "loop": {**dataclasses.asdict(loop)},
                       "history": result.history, "world_size": info.world_size, "device": str(device)}
     ckpt = Checkpoint(
         config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -256,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         distributed.teardown(distributed.DistInfo(*_current_rank()))
-    print(f"checkpoint: {Path(args.output) / 'checkpoint.pt'}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"checkpoint: {Path(args.output) / 'checkpoint.pt'}")
     return 0 if ckpt is not None else 1
 
 

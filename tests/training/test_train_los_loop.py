@@ -59,7 +59,8 @@ def test_tiny_model_learns_and_checkpoint_round_trips(los_slice, tmp_path: Path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["model"]["all"]["mae"] == pytest.approx(loaded.metrics["test"]["model"]["all"]["mae"])
 
-    report = evaluate_checkpoint(run / "checkpoint.pt", los_slice)
+    report = evaluate_checkpoint(run / "checkpoint.pt")  # re-reads the same LOS-LOOP slice
+    assert loaded.train_settings["selection"] == {"nodes": list(range(12)), "rows": [0, 864]}
     for name in ("model", "last_value", "historical_average"):
         assert report[name]["all"]["mae"] == pytest.approx(loaded.metrics["test"][name]["all"]["mae"], rel=1e-5)
     assert report["num_windows"] == len(prepared.splits["test"])
@@ -93,7 +94,8 @@ def test_cli_train_and_evaluate_on_synthetic(tmp_path: Path, capsys) -> None:
     assert rc == 0
     ckpt = Checkpoint.load(out / "checkpoint.pt")
     assert ckpt.config.num_nodes == 6 and ckpt.config.hidden_dim == 8
-    assert ckpt.train_settings["data_options"] == {"num_sensors": "6", "days": "5"}
+    assert ckpt.train_settings["data"] == "synthetic"
+    assert ckpt.train_settings["data_options"]["num_sensors"] == 6 and ckpt.train_settings["data_options"]["days"] == 5
     assert ckpt.metrics["batches_seen"] == 6 and ckpt.metrics["stopped_because"] == "max steps"
     capsys.readouterr()
     rc = cli_main(["evaluate", str(out / "checkpoint.pt"), "--json", str(tmp_path / "eval.json")])

@@ -44,6 +44,16 @@ def los_loop_dir() -> Path:
 
 
 def load_dataset(source: str | Path, **options: Any) -> SensorData:
+    """See :func:`_load`; also records how the data was loaded (for checkpoints)."""
+    data = _load(source, **dict(options))
+    if str(source).lower() != "synthetic" and options.get("format") != "synthetic":
+        data.source = str(source)
+        data.load_options = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                             for k, v in options.items()}
+    return data
+
+
+def _load(source: str | Path, **options: Any) -> SensorData:
     """Load a dataset by name or path; ``options`` go to the reader (``start``, ``interval_minutes``,
     ``timezone``, ``adjacency``, ``locations``, ``format`` = official|pems|hdf5|csv, ...).
 

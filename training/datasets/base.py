@@ -42,7 +42,11 @@ class SensorData:
     adjacency: np.ndarray | None = None  # N × N
     timezone: str | None = None  # IANA zone of the wall clock, when known
     index: dict[str, np.ndarray] | None = None  # official split windows, when the format has them
-    source: str = ""  # where it came from (path or generator spec), for checkpoint metadata
+    source: str = ""  # where it came from (path or "synthetic"), for checkpoint metadata
+    # How to get it again: ``load_dataset(source, **load_options)`` then ``reselect(selection)``;
+    # recorded in checkpoints so evaluation can re-read exactly the data a model was trained on.
+    load_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    selection: dict[str, Any] | None = None  # {"nodes": [column...], "rows": [start, stop]} of the source
 
     def __post_init__(self) -> None:
         self.values = np.ascontiguousarray(self.values, dtype=np.float32)
@@ -96,6 +100,14 @@ class SensorData:
         """
         cols = list(range(nodes)) if isinstance(nodes, int) else nodes
         rows = steps if steps is not None else slice(None)
+        if rows.step not in (None, 1):
+            raise ValueError("subset rows must be a contiguous slice")
+        lo, hi, _ = rows.indices(self.num_steps)
+        prev = self.selection or {}
+        base_nodes = prev.get("nodes", list(range(self.num_nodes)))
+        base_lo = prev.get("rows", [0, self.num_steps])[0]
+        selection = {"nodes": [int(base_nodes[i]) for i in cols] if cols is not None else list(base_nodes),
+                     "rows": [base_lo + lo, base_lo + max(lo, hi)]}
         vals = self.values[rows]
         adj, coords = self.adjacency, self.coords
         ids = self.sensor_ids
@@ -106,7 +118,14 @@ class SensorData:
             adj = None if adj is None else adj[np.ix_(cols, cols)]
         return dataclasses.replace(
             self, values=vals.copy(), timestamps=self.timestamps[rows].copy(), sensor_ids=ids,
-            coords=coords, adjacency=adj, index=self.index if steps is None else None)
+            coords=coords, adjacency=adj, index=self.index if steps is None else None, selection=selection)
+
+    def reselect(self, selection: dict[str, Any] | None) -> SensorData:
+        """Apply a recorded :attr:`selection` (from a checkpoint) to freshly loaded data."""
+        if not selection:
+            return self
+        a, b = selection.get("rows", [0, self.num_steps])
+        return self.subset(nodes=list(selection.get("nodes", range(self.num_nodes))), steps=slice(a, b))
 
     def describe(self) -> dict[str, Any]:
         """Small JSON-able summary (for logs and checkpoint metadata)."""

@@ -116,4 +116,7 @@ def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: 
                       sensor_ids=[f"syn-{i:03d}" for i in range(num_sensors)],
                       interval_minutes=interval_minutes, name="synthetic", coords=coords, adjacency=adj,
                       timezone=timezone,
-                      source=f"synthetic(num_sensors={num_sensors}, days={days}, seed={seed})")
+                      source="synthetic",
+                      load_options=dict(num_sensors=num_sensors, days=days, interval_minutes=interval_minutes,
+                                        seed=seed, start=start, num_corridors=int(num_corridors),
+                                        missing_rate=missing_rate, outages=outages, timezone=timezone))
