@@ -211,6 +211,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", default="metr-la")
     g.add_argument("--hidden", type=int)
     g.add_argument("--batch-size", type=int)
+    g.add_argument("--tf-decay-steps", type=float,
+                   help="teacher-forcing decay τ; the preset's 6000 keeps teacher forcing on for ~50k steps, "
+                        "so short budgets want a small τ")
     g.add_argument("--variants", default=",".join(ABLATIONS),
                    help=f"comma-separated subset of {','.join(ABLATIONS)} ('none' is the full model)")
     g = parser.add_argument_group("budget per variant (whichever ends first)")
@@ -231,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     options = dict(data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
                    max_nodes=args.max_nodes, hidden=args.hidden, batch_size=args.batch_size, epochs=args.epochs,
+                   tf_decay_steps=args.tf_decay_steps,
                    max_steps=args.max_steps, max_time=args.max_time, patience=args.patience, seed=args.seed,
                    device=args.device, threads=args.threads)
     try:

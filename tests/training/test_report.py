@@ -156,3 +156,28 @@ def test_cli_on_a_model_without_time_tables(data, tmp_path, capsys):
     assert "no temporal embedding tables" in out
     assert not (tmp_path / "r" / "temporal_similarity.png").exists()
     assert (tmp_path / "r" / "adjacency.png").is_file() and (tmp_path / "r" / "cluster_map.png").is_file()
+
+
+def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path):
+    """A bundle's embeddings.npz (written as ``himnet export`` writes it) reads like the checkpoint."""
+    from model.bundle import BUNDLE_FORMAT, EMBEDDINGS_FILE, Manifest, sha256_file, utc_now_iso, write_manifest
+    from training.export import write_embeddings
+
+    ckpt = Checkpoint.load(report.numbers["source"])
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    write_embeddings(ckpt.build_model(), bundle / EMBEDDINGS_FILE)
+    c = ckpt.config
+    write_manifest(bundle, Manifest(
+        format_version=BUNDLE_FORMAT, model_name="himnet", model_version="test", dataset="synthetic",
+        created_at=utc_now_iso(), config=c.to_dict(), num_nodes=c.num_nodes, in_steps=c.in_steps,
+        out_steps=c.out_steps, interval_minutes=ckpt.interval_minutes, steps_per_day=c.steps_per_day,
+        timezone=None, sensor_ids=ckpt.sensor_ids, coords=[list(p) for p in ckpt.coords],
+        scaler_mean=ckpt.scaler_mean, scaler_std=ckpt.scaler_std, missing_value=0.0,
+        st_embedding_dim=c.st_embedding_dim, metrics={}, parity={},
+        files={EMBEDDINGS_FILE: sha256_file(bundle / EMBEDDINGS_FILE)}))
+    from_bundle = build_report(bundle, tmp_path / "out", data=data, clusters=3, top_ks=(3, 5))
+    assert from_bundle.numbers["kind"] == "bundle"
+    assert from_bundle.numbers["labels"] == report.numbers["labels"]
+    assert set(from_bundle.figures) == FIGURES
+    assert from_bundle.numbers["adjacency_overlap"] == report.numbers["adjacency_overlap"]
