@@ -1,0 +1,288 @@
+"""Load test of the forecast service (a script, not a test).
+
+Starts ``python -m service`` (uvicorn, one worker) on loopback with a 207-sensor bundle, drives
+it from this process with a minimal keep-alive HTTP/1.1 client (so the load generator costs
+little CPU on a 2-core box), and prints p50/p99 latency and throughput for:
+
+* ingest: one 207-sensor snapshot per POST /readings;
+* uncached forecasts: POST /forecast with a different ``as_of`` (a new window) each request,
+  one request at a time, so latency is comparable with the bare model at batch 1;
+* uncached stateless forecasts: a fresh window in each request body (JSON parsing included);
+* cached forecasts: the same window over and over, 8 connections;
+* the bare model: the bundle's runtime called directly at batch 1 in this process, measured
+  before and after the service phases (its drift is part of the result).
+
+Percentiles are plain order statistics of the measured latencies (no coordinated-omission
+correction). Without ``--bundle`` a METR-LA-preset checkpoint with random weights is exported
+once to ``artifacts/bench-metr-la`` with ``training.export`` (benchmarks may import training;
+the service may not)::
+
+    python benchmarks/load_service.py [--bundle DIR] [--redis-url URL | --memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+API_KEY = "bench-key"
+
+
+# --------------------------------------------------------------------------------- bundle
+def ensure_bundle(path: Path) -> Path:
+    """Export a randomly initialised METR-LA-preset model once (needs torch)."""
+    if (path / "manifest.json").is_file():
+        return path
+    import torch
+
+    from model import HimNet, get_preset
+    from training.checkpoint import Checkpoint
+    from training.export import export_bundle
+
+    torch.manual_seed(0)
+    cfg = get_preset("metr-la").model
+    model = HimNet(cfg)
+    ckpt = Checkpoint(config=cfg, state_dict=model.state_dict(), scaler_mean=54.0,
+                      scaler_std=19.0, sensor_ids=[str(760000 + i) for i in range(cfg.num_nodes)],
+                      interval_minutes=5.0, dataset="metr-la (random weights, benchmark)",
+                      timezone="America/Los_Angeles")
+    print(f"exporting a random-weight METR-LA bundle to {path} …", flush=True)
+    export_bundle(ckpt, path)
+    return path
+
+
+# --------------------------------------------------------------------------------- client
+class Conn:
+    """One keep-alive HTTP/1.1 connection; just enough protocol for this benchmark."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        assert self.reader and self.writer
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if b":" in line:
+                k, v = line.split(b":", 1)
+                headers[k.strip().lower()] = v.strip()
+        body = await self.reader.readexactly(int(headers.get(b"content-length", b"0")))
+        return status, headers, body
+
+    async def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+def http(method: str, path: str, body: bytes = b"", *, key: bool = False) -> bytes:
+    head = [f"{method} {path} HTTP/1.1", "Host: bench", f"Content-Length: {len(body)}"]
+    if body:
+        head.append("Content-Type: application/json")
+    if key:
+        head.append(f"X-API-Key: {API_KEY}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def drive(port: int, requests: list[bytes], concurrency: int,
+                check: Callable[[int, dict[bytes, bytes]], None]) -> tuple[list[float], float]:
+    """Send every request once over ``concurrency`` connections; latencies and wall time."""
+    queue = list(reversed(requests))
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        conn = Conn("127.0.0.1", port)
+        await conn.open()
+        try:
+            while queue:
+                raw = queue.pop()
+                t0 = time.perf_counter()
+                status, headers, _ = await conn.request(raw)
+                latencies.append(time.perf_counter() - t0)
+                check(status, headers)
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+def summary(name: str, lat: list[float], wall: float, per_request: int = 1,
+            unit: str = "req/s") -> dict[str, float]:
+    ms = np.array(lat) * 1e3
+    row = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+           "throughput": len(lat) * per_request / wall}
+    print(f"  {name:<38} n={len(lat):>5}  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
+          f"  {row['throughput']:10.0f} {unit}", flush=True)
+    return row
+
+
+# --------------------------------------------------------------------------------- phases
+def bare_model_ms(bundle: Path, repeats: int) -> float:
+    """Median batch-1 latency of the runtime called directly (same thread as warm-up)."""
+    from service.runtime import load_runtime
+
+    rt = load_runtime(bundle, threads=2)
+    r, ti, tt = rt.example_inputs(1)
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(repeats):
+        x = (r + rng.normal(0, 5, r.shape)).astype(np.float32)
+        t0 = time.perf_counter()
+        rt.predict(x, ti, tt)
+        times.append(time.perf_counter() - t0)
+    del rt
+    return statistics.median(times) * 1e3
+
+
+def iso(slot: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(slot * 300))
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    async def probe() -> int:
+        conn = Conn("127.0.0.1", port)
+        await conn.open()
+        try:
+            return (await conn.request(http("GET", "/readyz")))[0]
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"service exited with status {proc.returncode}")
+        try:
+            if asyncio.run(probe()) == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("service did not become ready")
+
+
+def expect(status_ok: int, cache: bytes | None = None) -> Callable[[int, dict[bytes, bytes]], None]:
+    def check(status: int, headers: dict[bytes, bytes]) -> None:
+        if status != status_ok:
+            raise RuntimeError(f"unexpected HTTP {status}")
+        if cache is not None and headers.get(b"x-cache") != cache:
+            raise RuntimeError(f"expected X-Cache {cache!r}, got {headers.get(b'x-cache')!r}")
+    return check
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=REPO / "artifacts" / "bench-metr-la")
+    ap.add_argument("--redis-url", default=os.environ.get("REDIS_TEST_URL",
+                                                          "redis://127.0.0.1:6379/15"))
+    ap.add_argument("--memory", action="store_true", help="in-process buffer instead of Redis")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--ingest", type=int, default=1000, help="snapshots to ingest")
+    ap.add_argument("--uncached", type=int, default=300, help="uncached forecasts")
+    ap.add_argument("--cached", type=int, default=8000, help="cached forecasts")
+    ap.add_argument("--bare", type=int, default=300, help="bare-model repeats (each time)")
+    args = ap.parse_args()
+
+    bundle = ensure_bundle(args.bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    sensors = manifest["sensor_ids"]
+    t_in = manifest["in_steps"]
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "HIMNET_BUNDLE_DIR": str(bundle), "HIMNET_API_KEY": API_KEY,
+           "HIMNET_PORT": str(args.port), "HIMNET_LOG_LEVEL": "warning",
+           "HIMNET_RETENTION_MINUTES": str((args.ingest + 10) * 5),
+           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_REDIS_PREFIX": prefix,
+           "PYTHONPATH": str(REPO)}
+    env.pop("REDIS_URL", None)
+    if not args.memory:
+        env["HIMNET_REDIS_URL"] = args.redis_url
+    print(f"cores: {os.cpu_count()}, load average before: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"bundle: {bundle} (N={len(sensors)}), buffer: "
+          f"{'memory' if args.memory else args.redis_url}", flush=True)
+
+    bare_before = bare_model_ms(bundle, args.bare)
+    print(f"  bare model, batch 1 (before)         median {bare_before:.2f} ms", flush=True)
+
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=REPO)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        wait_ready(args.port, proc)
+        rng = np.random.default_rng(1)
+        last = int(time.time() // 300) - 1
+        first = last - args.ingest + 1
+        ingest = [http("POST", "/readings", json.dumps({"readings": [{
+            "timestamp": iso(s), "values": dict(zip(sensors, rng.uniform(5, 70, len(sensors))
+                                                    .round(2).tolist()))}]}).encode(), key=True)
+            for s in range(first, last + 1)]
+        lat, wall = asyncio.run(drive(args.port, ingest, 4, expect(200)))
+        results["ingest"] = summary("ingest (207-sensor snapshots)", lat, wall, len(sensors),
+                                    "readings/s")
+
+        slots = list(range(last - args.uncached + 1, last + 1))
+        assert slots[0] - t_in + 1 >= first, "ingest more snapshots than uncached forecasts"
+        uncached = [http("POST", "/forecast", json.dumps({"as_of": iso(s)}).encode())
+                    for s in slots]
+        lat, wall = asyncio.run(drive(args.port, uncached, 1, expect(200, b"miss")))
+        results["uncached"] = summary("uncached forecast (new window each)", lat, wall)
+
+        stamps = [iso(s) for s in range(last - t_in + 1, last + 1)]
+        stateless = [http("POST", "/forecast", json.dumps({"window": {
+            "timestamps": stamps, "values": rng.uniform(5, 70, (t_in, len(sensors))).round(2)
+            .tolist()}}).encode()) for _ in range(max(50, args.uncached // 3))]
+        lat, wall = asyncio.run(drive(args.port, stateless, 1, expect(200, b"miss")))
+        results["stateless"] = summary("uncached stateless (window in body)", lat, wall)
+
+        cached = [http("POST", "/forecast")] * args.cached
+        asyncio.run(drive(args.port, cached[:200], 8, expect(200)))  # fill the cache, warm up
+        lat, wall = asyncio.run(drive(args.port, cached, 8, expect(200, b"hit")))
+        results["cached"] = summary("cached forecast (8 connections)", lat, wall)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        if not args.memory:
+            import redis
+
+            client = redis.Redis.from_url(args.redis_url)
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+    bare_after = bare_model_ms(bundle, args.bare)
+    print(f"  bare model, batch 1 (after)          median {bare_after:.2f} ms", flush=True)
+    bare = statistics.mean([bare_before, bare_after])
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("\ntargets:")
+    u = results["uncached"]["p50_ms"]
+    print(f"  uncached p50 {u:.2f} ms <= bare {bare:.2f} + 3 ms: "
+          f"{'yes' if u <= bare + 3 else 'NO'} (overhead {u - bare:+.2f} ms)")
+    c = results["cached"]["throughput"]
+    print(f"  cached {c:.0f} req/s >= 1000: {'yes' if c >= 1000 else 'NO'}")
+    i = results["ingest"]["throughput"]
+    print(f"  ingest {i:.0f} readings/s >= 20000: {'yes' if i >= 20000 else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
