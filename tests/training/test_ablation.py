@@ -4,6 +4,7 @@ paper's per-horizon table comes out, as text and JSON."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +48,9 @@ def test_table_and_json(result):
     assert f"{full.horizon[12]['mae']:6.3f}" in table
     comparison = compare_to_full(result)
     assert comparison.count("\n") == len(ABLATIONS) - 1
-    saved = json.loads((result.rows[0].checkpoint and
-                        __import__("pathlib").Path(result.rows[0].checkpoint).parents[1] / "ablation.json").read_text())
+    out_dir = Path(result.rows[0].checkpoint).parents[1]  # <output>/<variant>/checkpoint.pt
+    saved = json.loads((out_dir / "ablation.json").read_text())
+    assert "Step 12" in (out_dir / "ablation.txt").read_text()
     assert [r["name"] for r in saved["rows"]] == [VARIANT_NAMES[v] for v in ABLATIONS]
     assert saved["rows"][0]["horizon"]["12"]["mae"] == pytest.approx(full.horizon[12]["mae"])
 
