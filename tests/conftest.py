@@ -23,11 +23,12 @@ def shared_path(*parts: str) -> Path:
 
 # --- trained tiny model and its bundle (export and serving tests; helpers in tests/tiny_model.py) ---
 @pytest.fixture(scope="session")
-def tiny_checkpoint():
-    """A few Adam steps of an 8-sensor HimNet on a synthetic week (``training.checkpoint.Checkpoint``)."""
-    from tests.tiny_model import make_tiny_checkpoint
+def tiny_checkpoint(tmp_path_factory):
+    """``training.checkpoint.Checkpoint`` of an 8-sensor HimNet (hidden 8) after 15 training steps
+    of the real pipeline on synthetic data. Shared by the session: do not modify it."""
+    from tests.tiny_model import train_tiny
 
-    return make_tiny_checkpoint()
+    return train_tiny(tmp_path_factory.mktemp("tiny-run"))
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,25 @@
-"""A tiny trained HimNet checkpoint for export and serving tests (``tiny_checkpoint`` /
-``tiny_bundle`` fixtures in ``tests/conftest.py``).
+"""The tiny model behind the ``tiny_checkpoint`` / ``tiny_bundle`` fixtures (tests/conftest.py),
+and raw serving-form windows to feed it.
 
-Training: a few Adam steps, the way the training pipeline feeds the model (z-scored value plus
-time of day and day of week per node, masked MAE on raw units), on a synthetic week of 8 sensors
-with a daily speed profile, rush-hour dips and about 3 % missing readings (0). It is small and
-fast, but its weights have moved away from their initialisation, so the bundle tests exercise a
-trained model, not a freshly initialised one.
+``train_tiny`` runs the real training pipeline (``training.train.train_model``) for a few steps on
+8 synthetic sensors, so export and serving tests start from a checkpoint as ``himnet train``
+writes it. The evaluation windows come from an independent synthetic week (daily profile,
+rush-hour dips, about 3 % missing readings = 0) so the runtime sees plausible raw speeds.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from model import HimNet, HimNetConfig
 from model.time_features import time_features
 from training.checkpoint import Checkpoint
 
-TINY_CONFIG = HimNetConfig(num_nodes=8, in_steps=12, out_steps=12, hidden_dim=8,
-                           tod_embedding_dim=4, dow_embedding_dim=3, node_embedding_dim=4,
-                           st_embedding_dim=5, steps_per_day=288, tf_decay_steps=50.0)
+NUM_NODES, IN_STEPS, OUT_STEPS = 8, 12, 12
+D_TOD, D_DOW, D_S, D_ST = 4, 3, 4, 5
 INTERVAL_MINUTES = 5
-TIMEZONE = "America/Los_Angeles"
 START = np.datetime64("2024-03-04T00:00:00", "s")  # a Monday, local wall-clock time
 
 
@@ -61,61 +59,20 @@ def model_inputs(readings: np.ndarray, input_time: np.ndarray, target_time: np.n
         np.ascontiguousarray(y_cov, np.float32))
 
 
-def make_tiny_checkpoint(steps: int = 15, seed: int = 0) -> Checkpoint:
-    cfg = TINY_CONFIG
-    readings, feats = synthetic_week(cfg.num_nodes, seed=seed)
-    cut = int(len(readings) * 0.8)
-    observed = readings[:cut][readings[:cut] > 0]
-    mean, std = float(observed.mean()), float(observed.std())
+def train_tiny(output: Path, steps: int = 15, seed: int = 0) -> Checkpoint:
+    """A few optimiser steps of the real pipeline: 8 synthetic sensors over 3 days, hidden 8."""
+    from training.train import train_model
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = HimNet(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2, eps=1e-3)
-    span = cfg.in_steps + cfg.out_steps
-    model.train()
-    for step in range(steps):
-        starts = rng.integers(0, cut - span, 8)
-        r, ti, tt, y = windows(readings, feats, cfg.in_steps, cfg.out_steps, starts)
-        x, y_cov = model_inputs(r, ti, tt, mean, std)
-        target = torch.from_numpy(y)
-        labels = ((target - mean) / std).unsqueeze(-1)
-        pred = model(x, y_cov, labels, batches_seen=step)[..., 0] * std + mean
-        mask = (target > 0).float()
-        loss = ((pred - target).abs() * mask).sum() / mask.sum()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-
-    model.eval()
-    starts = np.arange(cut, len(readings) - span, 12)
-    r, ti, tt, y = windows(readings, feats, cfg.in_steps, cfg.out_steps, starts)
-    with torch.no_grad():
-        pred = model(*model_inputs(r, ti, tt, mean, std))[..., 0].numpy() * std + mean
-    mask = y > 0
-    mae = float(np.abs(pred - y)[mask].mean())
-    rmse = float(np.sqrt(((pred - y) ** 2)[mask].mean()))
-    mape = float((np.abs(pred - y)[mask] / y[mask]).mean())
-    return Checkpoint(
-        config=cfg,
-        state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
-        scaler_mean=mean,
-        scaler_std=std,
-        sensor_ids=[f"7170{i:02d}" for i in range(cfg.num_nodes)],
-        interval_minutes=INTERVAL_MINUTES,
-        dataset="tiny-synthetic",
-        coords=[(34.0 + 0.01 * i, -118.3 + 0.02 * i) for i in range(cfg.num_nodes)],
-        timezone=TIMEZONE,
-        metrics={"test": {"mae": mae, "rmse": rmse, "mape": mape}, "train_steps": steps},
-    )
+    return train_model("synthetic", data_options={"num_sensors": NUM_NODES, "days": 3}, hidden=8,
+                       embedding_dims=(D_TOD, D_DOW, D_S, D_ST), in_steps=IN_STEPS, out_steps=OUT_STEPS,
+                       max_steps=steps, epochs=1, batch_size=8, output=output, device="cpu",
+                       progress=False, seed=seed, threads=2)
 
 
 def tiny_eval_windows(batch: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Held-out raw windows (serving form) from the same synthetic week."""
-    cfg = TINY_CONFIG
-    readings, feats = synthetic_week(cfg.num_nodes)
-    span = cfg.in_steps + cfg.out_steps
-    starts = np.random.default_rng(seed).integers(int(len(readings) * 0.8), len(readings) - span, batch)
-    r, ti, tt, _ = windows(readings, feats, cfg.in_steps, cfg.out_steps, starts)
+    """Raw windows (serving form: readings, input_time, target_time) for the tiny model."""
+    readings, feats = synthetic_week(NUM_NODES)
+    span = IN_STEPS + OUT_STEPS
+    starts = np.random.default_rng(seed).integers(0, len(readings) - span, batch)
+    r, ti, tt, _ = windows(readings, feats, IN_STEPS, OUT_STEPS, starts)
     return r.copy(), ti.copy(), tt.copy()

@@ -15,7 +15,7 @@ from model import HimNet
 from model.bundle import BUNDLE_FORMAT, load_embeddings, read_manifest, sha256_file, verify_bundle
 from model.himnet import adaptive_graph
 from tests.model.naive_himnet import NaiveHimNet
-from tests.tiny_model import TINY_CONFIG, tiny_eval_windows
+from tests.tiny_model import tiny_eval_windows
 from training import export as export_mod
 from training.cli import main as cli_main
 from training.export import ExportError, ServingHimNet, eager_reference, export_bundle
@@ -32,11 +32,12 @@ def test_bundle_holds_the_contract_files(tiny_bundle, tiny_checkpoint):
     c = tiny_checkpoint
     assert (m.num_nodes, m.in_steps, m.out_steps, m.st_embedding_dim) == (8, 12, 12, 5)
     assert m.sensor_ids == c.sensor_ids
-    assert m.coords == [list(xy) for xy in c.coords]
+    assert c.coords is not None and m.coords == [list(xy) for xy in c.coords]
     assert (m.scaler_mean, m.scaler_std) == (c.scaler_mean, c.scaler_std)
-    assert (m.interval_minutes, m.steps_per_day, m.timezone) == (5, 288, "America/Los_Angeles")
-    assert m.missing_value == 0.0 and m.dataset == "tiny-synthetic"
-    assert m.metrics["test"]["mae"] == pytest.approx(c.metrics["test"]["mae"])
+    assert (m.interval_minutes, m.steps_per_day, m.timezone) == (5, 288, c.timezone)
+    assert m.missing_value == 0.0 and m.dataset == c.dataset
+    assert m.metrics == json.loads(json.dumps(c.metrics))  # test metrics travel with the model
+    assert m.metrics["test"]["model"]["all"]["mae"] > 0
     created = datetime.fromisoformat(m.created_at)
     assert created.utcoffset() == timezone.utc.utcoffset(None)
     assert len(m.model_version) == 12 and int(m.model_version, 16) >= 0  # weights digest by default
@@ -59,7 +60,7 @@ def test_weights_are_the_official_layout(tiny_bundle, tiny_checkpoint):
     assert set(state) == set(tiny_checkpoint.state_dict)
     for key, value in tiny_checkpoint.state_dict.items():
         torch.testing.assert_close(state[key], value, rtol=0, atol=0)
-    NaiveHimNet(TINY_CONFIG).load_state_dict(state)  # the spec's independent model takes them as is
+    NaiveHimNet(tiny_checkpoint.config).load_state_dict(state)  # the spec's independent model takes them as is
     assert "decoder.cells.0.gate.weights_pool" in state and "node_embedding" in state
 
 

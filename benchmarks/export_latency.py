@@ -1,0 +1,197 @@
+"""Serving latency of the exported model: eager PyTorch, TorchScript, ONNX Runtime, naive form.
+
+One run, one process, N = 207 (METR-LA preset), 2 threads everywhere, batch 1 and 16. The
+contenders run round-robin (one call each per round) so that drift in machine load hits them
+alike; each figure is the median over the rounds after warm-up. A script, not a test:
+
+    python benchmarks/export_latency.py [--rounds 30] [--rounds16 5] [--contraction measure]
+
+- eager:       ``model.HimNet`` in eval mode (its own caching), fed x / y_cov as training feeds it
+- torchscript: ``model.ts`` of the bundle via ``service.runtime`` (called from the loading thread)
+- onnx:        ``model.onnx`` of the bundle via ``service.runtime`` (ONNX Runtime, CPU provider)
+- naive:       ``tests/model/naive_himnet.py``: parameters regenerated at every step, Einsum
+
+``--histograms`` also prints the ONNX op histogram of the shipped graph next to two "before"
+graphs (the naive form exported as is, and the project model exported the plain way: EVAL mode,
+so graph A and the spatial weights are recomputed inside the graph) and their ORT latency at
+batch 1. Weights: the official fixture's when ``../shared/fixtures`` is present, else random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from model import HimNet, get_preset  # noqa: E402
+from service.runtime import load_runtime  # noqa: E402
+from tests.model.naive_himnet import NaiveHimNet  # noqa: E402
+from training.checkpoint import Checkpoint  # noqa: E402
+from training.export import export_bundle, ort_session, synthetic_parity_data  # noqa: E402
+
+FIXTURE = REPO.parent / "shared" / "fixtures" / "himnet_reference_metr_la.npz"
+THREADS = 2
+
+
+def metr_la_checkpoint() -> tuple[Checkpoint, str]:
+    cfg = get_preset("metr-la").model
+    if FIXTURE.exists():
+        d = np.load(FIXTURE)
+        state = {k[len("param/"):]: torch.from_numpy(d[k]) for k in d.files if k.startswith("param/")}
+        source = "official fixture weights"
+    else:
+        torch.manual_seed(0)
+        state = HimNet(cfg).state_dict()
+        source = "random weights (fixture absent)"
+    ckpt = Checkpoint(config=cfg, state_dict=state, scaler_mean=54.4, scaler_std=19.5,
+                      sensor_ids=[f"s{i:03d}" for i in range(cfg.num_nodes)], interval_minutes=5,
+                      dataset="metr-la (benchmark)", timezone="America/Los_Angeles")
+    return ckpt, source
+
+
+def model_inputs(ckpt: Checkpoint, r: np.ndarray, ti: np.ndarray, tt: np.ndarray):
+    b, t, n = r.shape
+    x = np.empty((b, t, n, 3), np.float32)
+    x[..., 0] = (r - ckpt.scaler_mean) / ckpt.scaler_std
+    x[..., 1:] = ti[:, :, None]
+    y = np.ascontiguousarray(np.broadcast_to(tt[:, :, None], (b, tt.shape[1], n, 2)))
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def round_robin(contenders: dict, rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median ms per contender; one call each per round, in rotating order."""
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    names = list(contenders)
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            contenders[name]()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def op_histogram(path: Path) -> collections.Counter:
+    import onnx
+
+    return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def before_graphs(ckpt: Checkpoint, workdir: Path, data) -> dict[str, Path]:
+    """The 'before' graphs: naive form, and the model exported without any serving care."""
+    cfg = ckpt.config
+    x, y = model_inputs(ckpt, *data.take(2))
+    out = {}
+    naive = NaiveHimNet(cfg)
+    naive.load_state_dict(ckpt.state_dict)
+    plain = ckpt.build_model()
+    for name, module in (("naive form", naive.eval()), ("plain export", plain)):
+        path = workdir / f"{name.replace(' ', '_')}.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x, y), str(path), dynamo=False, opset_version=17,
+                              input_names=["x", "y_cov"], output_names=["out"],
+                              dynamic_axes={"x": {0: "b"}, "y_cov": {0: "b"}, "out": {0: "b"}})
+        out[name] = path
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=30, help="rounds at batch 1 (default 30)")
+    ap.add_argument("--rounds16", type=int, default=5, help="rounds at batch 16 (default 5)")
+    ap.add_argument("--contraction", default="measure", choices=("measure", "generate", "pool"))
+    ap.add_argument("--histograms", action="store_true", help="also export and time the 'before' graphs")
+    args = ap.parse_args()
+    torch.set_num_threads(THREADS)
+    load_before = os.getloadavg()
+    ckpt, source = metr_la_checkpoint()
+    data = synthetic_parity_data(ckpt, batch=16)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        t0 = time.perf_counter()
+        manifest = export_bundle(ckpt, bundle, contraction=args.contraction, threads=THREADS)
+        export_s = time.perf_counter() - t0
+        onnx_rt = load_runtime(bundle, backend="onnx", threads=THREADS)
+        ts_rt = load_runtime(bundle, backend="torchscript", threads=THREADS)
+        eager = ckpt.build_model()
+        naive = NaiveHimNet(ckpt.config)
+        naive.load_state_dict(ckpt.state_dict)
+        naive.eval()
+
+        results = {}
+        for batch, rounds in ((1, args.rounds), (16, args.rounds16)):
+            raw = data.take(batch)
+            x, y = model_inputs(ckpt, *raw)
+
+            def run_eager(m=eager, x=x, y=y):
+                with torch.no_grad():
+                    m(x, y)
+
+            def run_naive(x=x, y=y):
+                with torch.no_grad():
+                    naive(x, y)
+
+            contenders = {
+                "eager": run_eager,
+                "torchscript": lambda raw=raw: ts_rt.predict(*raw),
+                "onnx": lambda raw=raw: onnx_rt.predict(*raw),
+                "naive": run_naive,
+            }
+            results[batch] = round_robin(contenders, rounds if batch == 1 else rounds)
+            print(f"batch {batch}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in results[batch].items()),
+                  flush=True)
+
+        shipped = op_histogram(bundle / "model.onnx")
+        before = {}
+        if args.histograms:
+            for name, path in before_graphs(ckpt, Path(tmp), data).items():
+                sess = ort_session(path, THREADS)
+                x, y = model_inputs(ckpt, *data.take(1))
+                feed = {"x": x.numpy(), "y_cov": y.numpy()}
+                ms = round_robin({name: lambda s=sess, f=feed: s.run(None, f)}, 10)[name]
+                before[name] = (op_histogram(path), ms)
+
+    load_after = os.getloadavg()
+    e, t, o, n = (results[1][k] for k in ("eager", "torchscript", "onnx", "naive"))
+    print()
+    print(f"HimNet METR-LA preset, N={ckpt.config.num_nodes}, {source}; {THREADS} threads; "
+          f"torch {torch.__version__}, onnxruntime {manifest.export['onnxruntime_version']}; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(f"load average before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
+    print(f"export: {export_s:.1f} s, contraction {manifest.export['contraction']} "
+          f"(ORT ms at batch 1 / 16: {manifest.export['contraction_latency_ms'] or 'not measured'}), "
+          f"parity {manifest.parity}")
+    print(f"medians over {args.rounds} rounds (batch 1) and {args.rounds16} rounds (batch 16), ms")
+    print(f"{'backend':<14}{'batch 1':>10}{'batch 16':>10}{'vs naive b1':>13}")
+    for k in ("eager", "torchscript", "onnx", "naive"):
+        print(f"{k:<14}{results[1][k]:>10.1f}{results[16][k]:>10.1f}{n / results[1][k]:>12.1f}x")
+    print(f"target ORT <= eager at batch 1: {'met' if o <= e else 'NOT met'} ({o:.1f} vs {e:.1f} ms); "
+          f"at batch 16: {'met' if results[16]['onnx'] <= results[16]['eager'] else 'NOT met'}")
+    print(f"target ORT >= 3x faster than naive at batch 1: {'met' if n / o >= 3 else 'NOT met'} ({n / o:.1f}x)")
+    print(f"torchscript at batch 1: {t:.1f} ms")
+    print("\nONNX op histogram, shipped graph: " + ", ".join(f"{k} {v}" for k, v in shipped.most_common()))
+    for name, (hist, ms) in before.items():
+        print(f"ONNX op histogram, {name} ({ms:.1f} ms at batch 1 in ORT): "
+              + ", ".join(f"{k} {v}" for k, v in hist.most_common()))
+
+
+if __name__ == "__main__":
+    main()
