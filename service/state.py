@@ -36,8 +36,12 @@ class Services:
     ready: bool = False
 
 
-def get_services(request: Request) -> Services:
-    """FastAPI dependency: the app's services (present once startup has finished)."""
+async def get_services(request: Request) -> Services:
+    """FastAPI dependency: the app's services (present once startup has finished).
+
+    ``async`` on purpose: FastAPI runs plain ``def`` dependencies in its threadpool, which
+    costs a thread hop on every request.
+    """
     services = getattr(request.app.state, "services", None)
     if services is None:  # pragma: no cover - uvicorn serves only after startup
         raise RuntimeError("the service has not started")
