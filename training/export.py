@@ -104,6 +104,7 @@ class ServingHimNet(nn.Module):
         for i, t in enumerate(tensors):
             if id(t) not in own:
                 self.register_buffer(f"static_{i}", t)  # persistent: the exporters keep only state-dict entries as shared tensors
+        self.register_buffer("node_zeros", torch.zeros(1, 1, c.num_nodes, 1))
         self.mean = float(scaler_mean)
         self.std = float(scaler_std)
         self.num_nodes = c.num_nodes
@@ -111,8 +112,11 @@ class ServingHimNet(nn.Module):
 
     def forward(self, readings: Tensor, input_time: Tensor, target_time: Tensor) -> tuple[Tensor, Tensor]:
         m, n = self.model, self.num_nodes
+        # Broadcasting to the N nodes by adding zeros (one Add in ONNX) rather than expand(-1, ..)
+        # (Shape/Equal/Where/Expand per use); the target times are broadcast once, not per step.
         value = ((readings - self.mean) / self.std).unsqueeze(-1)  # B, T_in, N, 1
-        x = torch.cat([value, input_time.unsqueeze(2).expand(-1, -1, n, -1)], dim=-1)  # B, T_in, N, 3
+        x = torch.cat([value, input_time.unsqueeze(2) + self.node_zeros], dim=-1)  # B, T_in, N, 3
+        y_cov = target_time.unsqueeze(2) + self.node_zeros  # B, T_out, N, 2
         h = m.encode(x)  # B, N, H
         e_st = m.st_embedding(h)  # B, N, d_st
         graph_st = adaptive_graph(e_st)
@@ -121,7 +125,7 @@ class ServingHimNet(nn.Module):
         go = h.new_zeros(h.shape[0], n, 1)
         outputs = []
         for t in range(self.out_steps):
-            inp = torch.cat([go, target_time[:, t].unsqueeze(1).expand(-1, n, -1)], dim=-1)
+            inp = torch.cat([go, y_cov[:, t]], dim=-1)
             for i, cell in enumerate(m.decoder.cells):
                 states[i] = cell(inp, states[i], graph_st, params[i])
                 inp = states[i]
