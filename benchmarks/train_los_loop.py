@@ -52,13 +52,17 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", default="runs/los-loop")
     p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--embedding-dims", default="8,0,16,16", metavar="TOD,DOW,S,ST",
+                   help="day-of-week size 0: one week of data leaves Tuesday/Wednesday (val/test) with "
+                        "never-trained day-of-week vectors (val MAE 8.3 with them vs 4.4-4.6 remapped)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--patience", type=int, default=8)
-    p.add_argument("--lr-milestones", default="20,30")
-    p.add_argument("--tf-decay-steps", type=float, default=300,
-                   help="teacher-forcing decay τ; the preset's 6000 assumes ~75k batches, this run has ~2-3k")
-    p.add_argument("--max-time", type=float, default=38 * 60, help="seconds for the training loop")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lr-milestones", default="12,18")
+    p.add_argument("--tf-decay-steps", type=float, default=120,
+                   help="teacher-forcing decay τ; the preset's 6000 assumes ~75k batches, this run has ~1k")
+    p.add_argument("--max-time", type=float, default=40 * 60, help="seconds for the training loop")
+    p.add_argument("--threads", type=int, default=1,
+                   help="1 by default: on a busy 2-core box two OpenMP threads spin-wait (measured 35 s/step vs 6.6 s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
@@ -70,7 +74,7 @@ def main() -> int:
     start = time.monotonic()
     load1 = os.getloadavg()
     settings = dict(preset="metr-la", split="los-loop", hidden=args.hidden, epochs=args.epochs,
-                    patience=args.patience, lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",")),
+                    patience=args.patience, embedding_dims=tuple(int(x) for x in args.embedding_dims.split(",")), lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",")),
                     tf_decay_steps=args.tf_decay_steps, max_time=args.max_time, device="cpu", seed=args.seed,
                     threads=args.threads, output=args.output, resume=args.resume, progress=args.progress)
     ckpt = train_model(load_dataset("los-loop"), **settings)

@@ -133,13 +133,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def parse_options(pairs: list[str]) -> dict[str, str]:
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["start=2012-03-01", "check_time=false"]`` -> reader options."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise SystemExit(f"--data-option expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value
+        low = value.strip().lower()
+        # readers convert numbers themselves; flags must not stay truthy strings like "false"
+        out[key.strip().replace("-", "_")] = {"true": True, "false": False, "none": None}.get(low, value)
     return out
 
 
