@@ -184,7 +184,9 @@ def hourly_contexts(tod: np.ndarray, dow: np.ndarray) -> np.ndarray:
     """Mean temporal embedding ``concat(tod[slot], dow[day])`` of every (day, hour): 7 × 24 × D."""
     steps = tod.shape[0]
     hour_of_slot = (np.arange(steps) * 24) // steps
-    tod_hourly = np.stack([tod[hour_of_slot == h].mean(0) for h in range(24)])  # 24 × d_tod
+    # an hour with no slot of its own (steps_per_day < 24) takes the slot it falls in
+    tod_hourly = np.stack([tod[hour_of_slot == h].mean(0) if (hour_of_slot == h).any() else tod[h * steps // 24]
+                           for h in range(24)])  # 24 × d_tod
     return np.concatenate([np.broadcast_to(tod_hourly[None], (7, 24, tod.shape[1])),
                            np.broadcast_to(dow[:, None], (7, 24, dow.shape[1]))], axis=-1)
 

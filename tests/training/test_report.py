@@ -181,3 +181,13 @@ def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path
     assert from_bundle.numbers["labels"] == report.numbers["labels"]
     assert set(from_bundle.figures) == FIGURES
     assert from_bundle.numbers["adjacency_overlap"] == report.numbers["adjacency_overlap"]
+
+
+def test_hourly_contexts_average_slots_and_cover_coarse_clocks():
+    tod = np.arange(288, dtype=float)[:, None]  # slot number as a 1-D embedding
+    dow = np.arange(7, dtype=float)[:, None]
+    ctx = hourly_contexts(tod, dow)
+    assert ctx.shape == (7, 24, 2)
+    assert ctx[3, 1, 0] == pytest.approx(np.mean(np.arange(12, 24))) and ctx[3, 1, 1] == 3.0
+    coarse = hourly_contexts(np.arange(12, dtype=float)[:, None], dow)  # 2-hour slots
+    assert coarse[0, 5, 0] == 2.0 and np.isfinite(coarse).all()
