@@ -163,6 +163,8 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
         log.info("model %s", json.dumps(config.to_dict()))
         log.info("loop %s; device %s; %d process(es); %d threads", json.dumps(dataclasses.asdict(loop)), device,
                  info.world_size, torch.get_num_threads())
+    if info.is_main:
+        _warn_unseen_contexts(prepared, config)
     seed_everything(settings.seed)
     model = HimNet(config)
     result = fit(model, prepared, loop, run_dir, info, device, resume=settings.resume)
@@ -192,6 +194,26 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
         log.info("wrote %s and %s (%.1fs)", path, run_dir / "metrics.json", metrics["wall_seconds"])
     distributed.barrier(info)
     return ckpt
+
+
+def _warn_unseen_contexts(prepared, config: HimNetConfig) -> None:
+    """Warn when val/test windows index day-of-week rows that no training window trains.
+
+    HimNet reads its temporal embedding at the last input step; a weekday absent from training
+    (e.g. a one-week dataset) keeps its random initial vector and spoils those forecasts.
+    """
+    def days(name: str) -> set[int]:
+        ds = prepared.splits[name]
+        if not len(ds):
+            return set()
+        rows = ds.starts + ds.in_steps - 1
+        return set(ds.time[torch.from_numpy(rows), 1].long().tolist())
+
+    unseen = (days("val") | days("test")) - days("train")
+    if unseen and config.dow_embedding_dim > 0:
+        log.warning("day(s) of week %s occur in val/test but in no training window: their day-of-week "
+                    "embeddings stay untrained; consider --embedding-dims %d,0,%d,%d", sorted(unseen),
+                    config.tod_embedding_dim, config.node_embedding_dim, config.st_embedding_dim)
 
 
 def _int_list(text: str) -> tuple[int, ...]:

@@ -95,3 +95,20 @@ def test_window_past_end_is_refused() -> None:
     data = _data(40)
     with pytest.raises(ValueError, match="past the end"):
         WindowDataset(data, np.array([20]), Scaler(0, 1))
+
+
+def test_training_warns_about_weekdays_it_never_trains(caplog) -> None:
+    from training.datasets import generate_synthetic
+    from training.train import TrainSettings, _warn_unseen_contexts, resolve
+
+    data = generate_synthetic(num_sensors=3, days=7)  # Monday..Sunday; 80/20 leaves Sat/Sun untrained
+    cfg, _, split = resolve(TrainSettings(split="los-loop"), data)
+    prep = prepare(data, split, 12, 12)
+    with caplog.at_level("WARNING", logger="himnet.train"):
+        _warn_unseen_contexts(prep, cfg)
+    assert "day(s) of week [5, 6]" in caplog.text
+    caplog.clear()
+    cfg0, _, _ = resolve(TrainSettings(split="los-loop", embedding_dims=(8, 0, 16, 16)), data)
+    with caplog.at_level("WARNING", logger="himnet.train"):
+        _warn_unseen_contexts(prep, cfg0)
+    assert caplog.text == ""
