@@ -6,7 +6,7 @@
 # Idempotent and quick when everything is there. It never fails the run by itself: a tool that
 # cannot be installed makes its tests fail under CI=true (and skip, saying why, elsewhere).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 apt_missing=()

@@ -54,7 +54,7 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
     redis = compose["services"]["redis"]
     cmd = redis["command"]
     assert cmd[0] == "redis-server"
-    opts = dict(zip(cmd[1::2], cmd[2::2]))
+    opts = dict(zip(cmd[1::2], cmd[2::2], strict=True))
     assert opts["--appendonly"] == "yes"
     assert opts["--dir"] == "/data"
     assert any(str(v).split(":")[:2] == ["redis-data", "/data"] for v in redis["volumes"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from model.bundle import verify_bundle
-from tests.deploy.conftest import DOCKER, REPO
+from tests.deploy.conftest import DOCKER, REPO, require_tool
 
 SERVICE = DOCKER / "entrypoint-service.sh"
 TRAIN = DOCKER / "entrypoint-train.sh"
@@ -75,3 +75,10 @@ def test_train_entrypoint_pipeline_exports_a_servable_bundle(tmp_path: Path) -> 
                             env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     verify_bundle(bundle)
+
+
+def test_shellcheck_finds_nothing_in_the_deployment_scripts() -> None:
+    shellcheck = require_tool("shellcheck")
+    scripts = [SERVICE, TRAIN, REPO / "scripts" / "ensure-tools.sh"]
+    result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
