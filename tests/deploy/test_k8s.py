@@ -168,6 +168,7 @@ def test_selectors_and_references_line_up(rendered, overlay: str) -> None:
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": dep["metadata"]["name"]}
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert "replicas" not in dep["spec"], "with an autoscaler, every apply would reset the count"
     pdb = one(docs, "PodDisruptionBudget")
     assert matches(pdb["spec"]["selector"]["matchLabels"], pod_labels)
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "a drain could never proceed"
