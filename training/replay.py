@@ -470,7 +470,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"himnet replay: {exc}", file=sys.stderr)
         return 2
     try:
-        with httpx.Client(base_url=args.url, timeout=args.timeout) as http:
+        # the key goes with every request: reads need it too when the service protects them
+        with httpx.Client(base_url=args.url, timeout=args.timeout,
+                          headers={"X-API-Key": key} if key else None) as http:
             client = ServiceClient(http)
             client.wait_ready(args.wait)
             result = replay(client, data, slots=args.slots, speedup=args.speedup, start=args.start,
