@@ -231,10 +231,10 @@ def write_onnx(serving: ServingHimNet, path: Path, example: tuple[Tensor, ...], 
                           # EVAL would call model.train(False), which drops HimNet's cache of the
                           # static parts; PRESERVE keeps them, so they are traced as constants.
                           training=torch.onnx.TrainingMode.PRESERVE)
-    _declare_output_shapes(path, serving)
+    _check_and_declare_outputs(path, serving)
 
 
-def _declare_output_shapes(path: Path, serving: ServingHimNet) -> None:
+def _check_and_declare_outputs(path: Path, serving: ServingHimNet) -> None:
     """Write the outputs' static dims into the graph signature.
 
     The tracer derives N inside the graph from ``x.shape`` (``new_zeros(b, n, H)``), so the
@@ -246,6 +246,11 @@ def _declare_output_shapes(path: Path, serving: ServingHimNet) -> None:
 
     c = serving.model.config
     proto = onnx.load(str(path))
+    if "static_0" not in {init.name for init in proto.graph.initializer}:
+        # HimNet's cache was dropped during tracing (train()/to() on the model): graph A and the
+        # spatial weights were traced again, as one constant per use. Refuse such a file.
+        raise ExportError(f"{path.name}: graph A is not the shared buffer static_0; the static parts "
+                          "were recomputed while tracing")
     static = {"forecast": [c.out_steps, c.num_nodes], "st_embedding": [c.num_nodes, c.st_embedding_dim]}
     for out in proto.graph.output:
         dims = out.type.tensor_type.shape.dim

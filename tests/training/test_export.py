@@ -166,3 +166,13 @@ def test_ablation_without_time_tables_exports(tiny_checkpoint, tmp_path):
     assert set(load_embeddings(tmp_path / "b")) == {"node_embedding", "adjacency"}
     assert max(max(v.values()) for v in m.parity.values()) <= 1e-4
     assert m.timezone is None and m.coords is None
+
+
+def test_static_parts_dropped_while_tracing_are_refused(tiny_checkpoint, tmp_path):
+    """If HimNet's cache is gone (eval()/to() after build_serving), graph A would be traced again
+    as a constant per use; write_onnx refuses the file instead of shipping it."""
+    serving = export_mod.build_serving(tiny_checkpoint, "pool")
+    serving.model.eval()  # drops HimNet's cache of A and the spatial weights
+    example = tuple(torch.from_numpy(a) for a in tiny_eval_windows(2))
+    with pytest.raises(ExportError, match="static_0"):
+        export_mod.write_onnx(serving, tmp_path / "m.onnx", example, 17)
