@@ -30,7 +30,7 @@ from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import evaluate_model, parse_options
 from training.loop import fit, seed_everything
 from training.train import TrainSettings, resolve
-from training.windows import prepare
+from training.windows import PreparedData, prepare
 
 log = logging.getLogger("himnet.ablation")
 
@@ -38,6 +38,7 @@ log = logging.getLogger("himnet.ablation")
 VARIANT_NAMES = {"none": "HimNet", "no_e_t": "w/o E_t", "no_e_s": "w/o E_s", "no_e_st": "w/o E_st",
                  "no_tmp": "w/o TMP", "no_smp": "w/o SMP", "no_stmp": "w/o STMP"}
 HORIZONS = (3, 6, 12)
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class AblationResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "settings": self.settings, "wall_seconds": self.wall_seconds,
-            "test_windows": self.test_windows,
+            "test_windows": self.test_windows, **self.extra,
             "rows": [{**dataclasses.asdict(r), "name": r.name,
                       "horizon": {str(k): v for k, v in r.horizon.items()}} for r in self.rows],
         }
@@ -103,6 +104,11 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     base_config, loop, split = resolve(settings, data)
     # One split and one scaler for every variant: only the model differs.
     prepared = prepare(data, split, base_config.in_steps, base_config.out_steps)
+    unseen = unseen_weekdays(prepared)
+    if unseen:
+        log.warning("test windows fall on days of week that no training window does (%s): their day-of-week "
+                    "embeddings stay untrained, which handicaps the variants that use E_t",
+                    ", ".join(DAY_NAMES[d] for d in unseen))
     device = distributed.pick_device(settings.device)
     info = distributed.DistInfo()
     out_dir = Path(output) if output is not None else None
@@ -144,12 +150,24 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     out = AblationResult(rows=rows, dataset=data.describe(),
                          settings={**settings.to_dict(), "split": split, "loop": dataclasses.asdict(loop),
                                    "variants": list(variants)},
-                         wall_seconds=time.monotonic() - wall_start, test_windows=test_windows)
+                         wall_seconds=time.monotonic() - wall_start, test_windows=test_windows,
+                         extra={"unseen_test_weekdays": [DAY_NAMES[d] for d in unseen]})
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "ablation.json").write_text(json.dumps(out.to_dict(), indent=2))
         (out_dir / "ablation.txt").write_text(format_ablation_table(out) + "\n\n" + compare_to_full(out) + "\n")
     return out
+
+
+def unseen_weekdays(prepared: PreparedData) -> list[int]:
+    """Days of week (0 = Monday) that test windows are indexed by (their last input step, as
+    HimNet reads e_t) but no training window is: the model never trains those table rows."""
+    def days(split: str) -> set[int]:
+        ds = prepared.splits[split]
+        rows = ds.starts + ds.in_steps - 1
+        return {int(d) for d in ds.time[rows, 1].numpy()}
+
+    return sorted(days("test") - days("train"))
 
 
 def _scratch_dir() -> str:
@@ -244,6 +262,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"{result.dataset['name']}: {result.test_windows} test windows; seed {args.seed}; "
           f"wall {result.wall_seconds:.0f}s")
+    if result.extra.get("unseen_test_weekdays"):
+        print(f"note: test days of week never seen in training: {', '.join(result.extra['unseen_test_weekdays'])} "
+              "(their day-of-week embeddings are untrained)")
     print(format_ablation_table(result))
     print()
     print(compare_to_full(result))

@@ -71,3 +71,13 @@ def test_cli(tmp_path, capsys):
     assert "HimNet" in out and "w/o E_s" in out and "step-12 MAE" in out
     assert json.loads((tmp_path / "t.json").read_text())["settings"]["variants"] == ["none", "no_e_s"]
     assert main(["ablation", "--variants", "none,bogus", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_unseen_test_weekdays_are_reported():
+    """Eight days from a Monday split 7:1:2: training ends on Saturday, the test reaches Sunday."""
+    from training.ablation import unseen_weekdays
+    from training.windows import prepare
+
+    data = generate_synthetic(num_sensors=3, days=8)  # 2024-01-01 is a Monday
+    assert unseen_weekdays(prepare(data, "7:1:2")) == [6]  # Sunday
+    assert unseen_weekdays(prepare(generate_synthetic(num_sensors=3, days=14), "7:1:2")) == []
