@@ -98,6 +98,20 @@ class ReadingBuffer(abc.ABC):
     async def latest_slot(self) -> int | None:
         """Newest slot with any reading, or None when the buffer is empty."""
 
+    async def latest_window(
+        self, length: int, extra_prefix: str | None
+    ) -> tuple[int, np.ndarray, bytes | None] | None:
+        """The newest slot, its window and the value of ``extra_prefix + slot`` (if asked).
+
+        None when the buffer is empty. The Redis buffer does this in one round trip.
+        """
+        latest = await self.latest_slot()
+        if latest is None:
+            return None
+        window, extra = await self.read_window_with(
+            latest, length, [f"{extra_prefix}{latest}"] if extra_prefix else [])
+        return latest, window, (extra[0] if extra else None)
+
     @abc.abstractmethod
     async def ping(self) -> bool:
         """Whether the store answers now."""
@@ -145,6 +159,21 @@ class MemoryBuffer(ReadingBuffer):
         return True
 
 
+# Newest slot, its window and one extra key, in one round trip. It touches keys it is not
+# given in KEYS, which standalone Redis (and a single-shard setup) allows.
+_LATEST_WINDOW = """
+local top = redis.call('ZRANGE', KEYS[1], '+inf', ARGV[1], 'BYSCORE', 'REV', 'LIMIT', 0, 1)
+if #top == 0 then return {} end
+local last = tonumber(top[1])
+local keys = {}
+for s = last - tonumber(ARGV[2]) + 1, last do keys[#keys + 1] = ARGV[3] .. s end
+if ARGV[4] ~= '' then keys[#keys + 1] = ARGV[4] .. last end
+local out = redis.call('MGET', unpack(keys))
+table.insert(out, 1, top[1])
+return out
+"""
+
+
 class RedisBuffer(ReadingBuffer):
     """Buffer in Redis, shared by every replica that uses the same URL and prefix."""
 
@@ -162,6 +191,7 @@ class RedisBuffer(ReadingBuffer):
         self.client = client
         self.prefix = prefix
         self._empty_row = np.full(num_nodes, np.nan, dtype=FLOAT).tobytes()
+        self._latest_window = client.register_script(_LATEST_WINDOW)
 
     def slot_key(self, slot: int) -> str:
         return f"{self.prefix}:slot:{slot}"
@@ -211,6 +241,21 @@ class RedisBuffer(ReadingBuffer):
         except (RedisError, OSError) as exc:
             raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
         return int(top[0][1]) if top else None
+
+    async def latest_window(
+        self, length: int, extra_prefix: str | None
+    ) -> tuple[int, np.ndarray, bytes | None] | None:
+        try:
+            out = await self._latest_window(
+                keys=[self.slots_key],
+                args=[self.oldest_kept(), length, f"{self.prefix}:slot:", extra_prefix or ""])
+        except (RedisError, OSError) as exc:
+            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+        if not out:
+            return None
+        blobs = [b or None for b in out[1:]]  # Lua turns a missing key into false
+        extra = blobs[length] if extra_prefix else None
+        return int(out[0]), self.decode(blobs[:length]), extra
 
     async def ping(self) -> bool:
         try:

@@ -75,6 +75,10 @@ class ForecastCache(abc.ABC):
         """A Redis key the buffer may fetch in the same round trip as the window, if any."""
         return None
 
+    def prefetch_prefix(self) -> str | None:
+        """``prefetch_key(slot)`` is this prefix followed by the slot (None: no prefetch)."""
+        return None
+
     @abc.abstractmethod
     async def get(self, last_slot: int, digest: bytes, prefetched: bytes | None = None
                   ) -> ModelOutput | None: ...
@@ -165,6 +169,9 @@ class RedisForecastCache(ForecastCache):
 
     def prefetch_key(self, last_slot: int) -> str | None:
         return self.key(last_slot)
+
+    def prefetch_prefix(self) -> str | None:
+        return f"{self.namespace}:"
 
     async def get(self, last_slot: int, digest: bytes, prefetched: bytes | None = None
                   ) -> ModelOutput | None:

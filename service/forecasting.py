@@ -96,27 +96,25 @@ class Forecaster:
         h.update(f"|{last_slot}|{self.policy}|{self.model_version}".encode())
         return h.digest()
 
-    async def latest_slot(self) -> int:
-        """Newest slot with readings, or a 404 problem when the buffer is empty."""
-        latest = await self.buffer.latest_slot()
-        if latest is None:
-            raise Problem(404, "no-readings",
-                          "the reading buffer is empty: POST /readings first, or send the input "
-                          "window with the request ('window')")
-        return latest
-
     async def from_buffer(self, last_slot: int | None) -> Forecast:
         """Forecast from the buffered window ending at ``last_slot`` (default: newest)."""
-        if last_slot is None:
-            last_slot = await self.latest_slot()
-        prefetch = self.cache.prefetch_key(last_slot)
-        window, extra = await self.buffer.read_window_with(
-            last_slot, self.in_steps, [prefetch] if prefetch else [])
+        if last_slot is None:  # newest window and its cache entry in one round trip
+            found = await self.buffer.latest_window(self.in_steps, self.cache.prefetch_prefix())
+            if found is None:
+                raise Problem(404, "no-readings",
+                              "the reading buffer is empty: POST /readings first, or send the "
+                              "input window with the request ('window')")
+            last_slot, window, prefetched = found
+        else:
+            prefetch = self.cache.prefetch_key(last_slot)
+            window, extra = await self.buffer.read_window_with(
+                last_slot, self.in_steps, [prefetch] if prefetch else [])
+            prefetched = extra[0] if extra else None
         if np.isnan(window).all():
             raise Problem(404, "no-readings",
                           f"no readings in the input window ending at {self.clock.iso(last_slot)}")
         digest = self.digest(window, last_slot)
-        out = await self.cache.get(last_slot, digest, extra[0] if extra else None)
+        out = await self.cache.get(last_slot, digest, prefetched)
         if out is not None:
             self.metrics.cache_hits.labels("buffer").inc()
             return Forecast(last_slot, window, out, digest, "buffer", True)

@@ -45,6 +45,14 @@ def test_redis_and_memory_buffers_agree(redis_url: str, prefix: str) -> None:
         raw = await client.get(rb.slot_key(now_slot - 3))
         ttl = await client.pttl(rb.slot_key(now_slot - 3))
         latest = (await rb.latest_slot(), await mb.latest_slot())
+        # the one-round-trip path (Lua) agrees with the two-step one
+        await client.set(f"{prefix}:extra:{now_slot - 1}", b"payload")
+        lr, wlr, extra = await rb.latest_window(5, f"{prefix}:extra:")
+        lm, wlm, none = await mb.latest_window(5, f"{prefix}:extra:")
+        assert lr == lm == now_slot - 1 and extra == b"payload" and none is None
+        np.testing.assert_array_equal(wlr, wlm)
+        np.testing.assert_array_equal(wlr, await rb.read_window(now_slot - 1, 5))
+        assert (await rb.latest_window(5, None))[2] is None
         await client.aclose()
         assert len(raw) == N * 4
         return wr, wm, latest[0], latest[1], [ttl]
