@@ -140,11 +140,11 @@ def summary(name: str, lat: list[float], wall: float, per_request: int = 1,
 
 
 # --------------------------------------------------------------------------------- phases
-def bare_model_ms(bundle: Path, repeats: int) -> float:
+def bare_model_ms(bundle: Path, repeats: int, threads: int) -> float:
     """Median batch-1 latency of the runtime called directly (same thread as warm-up)."""
     from service.runtime import load_runtime
 
-    rt = load_runtime(bundle, threads=2)
+    rt = load_runtime(bundle, threads=threads)
     r, ti, tt = rt.example_inputs(1)
     rng = np.random.default_rng(0)
     times = []
@@ -203,6 +203,7 @@ def main() -> None:
     ap.add_argument("--uncached", type=int, default=300, help="uncached forecasts")
     ap.add_argument("--cached", type=int, default=8000, help="cached forecasts")
     ap.add_argument("--bare", type=int, default=300, help="bare-model repeats (each time)")
+    ap.add_argument("--threads", type=int, default=2, help="runtime intra-op threads")
     args = ap.parse_args()
 
     bundle = ensure_bundle(args.bundle)
@@ -213,17 +214,17 @@ def main() -> None:
     env = {**os.environ, "HIMNET_BUNDLE_DIR": str(bundle), "HIMNET_API_KEY": API_KEY,
            "HIMNET_PORT": str(args.port), "HIMNET_LOG_LEVEL": "warning",
            "HIMNET_RETENTION_MINUTES": str((args.ingest + 10) * 5),
-           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_REDIS_PREFIX": prefix,
+           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_THREADS": str(args.threads), "HIMNET_REDIS_PREFIX": prefix,
            "PYTHONPATH": str(REPO)}
     env.pop("REDIS_URL", None)
     if not args.memory:
         env["HIMNET_REDIS_URL"] = args.redis_url
     print(f"cores: {os.cpu_count()}, load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    print(f"bundle: {bundle} (N={len(sensors)}), buffer: "
+    print(f"bundle: {bundle} (N={len(sensors)}), threads: {args.threads}, buffer: "
           f"{'memory' if args.memory else args.redis_url}", flush=True)
 
-    bare_before = bare_model_ms(bundle, args.bare)
+    bare_before = bare_model_ms(bundle, args.bare, args.threads)
     print(f"  bare model, batch 1 (before)         median {bare_before:.2f} ms", flush=True)
 
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=REPO)
@@ -270,7 +271,7 @@ def main() -> None:
             if keys:
                 client.delete(*keys)
 
-    bare_after = bare_model_ms(bundle, args.bare)
+    bare_after = bare_model_ms(bundle, args.bare, args.threads)
     print(f"  bare model, batch 1 (after)          median {bare_after:.2f} ms", flush=True)
     bare = statistics.mean([bare_before, bare_after])
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
