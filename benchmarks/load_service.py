@@ -214,7 +214,8 @@ def main() -> None:
     env = {**os.environ, "HIMNET_BUNDLE_DIR": str(bundle), "HIMNET_API_KEY": API_KEY,
            "HIMNET_PORT": str(args.port), "HIMNET_LOG_LEVEL": "warning",
            "HIMNET_RETENTION_MINUTES": str((args.ingest + 10) * 5),
-           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_THREADS": str(args.threads), "HIMNET_REDIS_PREFIX": prefix,
+           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_THREADS": str(args.threads),
+           "HIMNET_REDIS_PREFIX": prefix,
            "PYTHONPATH": str(REPO)}
     env.pop("REDIS_URL", None)
     if not args.memory:
