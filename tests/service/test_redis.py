@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ def test_two_instances_share_buffer_and_cache(make_settings, reference) -> None:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[int, callable]]:
+def own_redis(tmp_path: Path) -> Iterator[tuple[int, Callable[[], None]]]:
     """A private redis-server on a free port, with a function to (re)start it."""
     exe = shutil.which("redis-server")
     if exe is None:
