@@ -91,6 +91,13 @@ def make_settings(tiny_bundle: Path, redis_url: str, prefix: str) -> Callable[..
 @contextmanager
 def serve(settings: Settings) -> Iterator[httpx.Client]:
     """Run the app under uvicorn on a free loopback port (own thread and loop) and yield a client."""
+    with serve_app(settings) as (client, _):
+        yield client
+
+
+@contextmanager
+def serve_app(settings: Settings) -> Iterator[tuple[httpx.Client, Any]]:
+    """Like :func:`serve`, also yielding the app (for tests that look at its internals)."""
     app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -118,7 +125,7 @@ def serve(settings: Settings) -> Iterator[httpx.Client]:
         raise RuntimeError(f"server did not start: {errors!r}")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
+            yield client, app
     finally:
         server.should_exit = True
         thread.join(15)

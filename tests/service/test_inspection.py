@@ -7,7 +7,10 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+
+import httpx
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ from model.bundle import load_embeddings
 from model.clustering import kmeans
 from service.inference import InferenceEngine, Overloaded
 from service.metrics import Metrics
-from tests.service.conftest import AUTH, current_slot, features, serve, snapshot
+from tests.service.conftest import AUTH, current_slot, features, iso, serve, serve_app, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,3 +173,34 @@ def test_service_imports_without_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_overload_answers_503_with_retry_after(make_settings, reference) -> None:
+    """With the inference thread busy and the queue full, a new forecast is refused at once."""
+    sensors = list(reference.manifest.sensor_ids)
+    last = current_slot() - 1
+    stamps = [iso(s) for s in range(last - 11, last + 1)]
+    with serve_app(make_settings(inference_queue=1, retry_after_s=3)) as (client, app):
+        engine = app.state.services.engine
+        release = threading.Event()
+        engine._executor.submit(release.wait, 30)  # occupy the one inference thread
+        first: list[int] = []
+        waiting = threading.Thread(target=lambda: first.append(client.post("/forecast", json={
+            "window": {"timestamps": stamps, "values": [[40.0] * len(sensors)] * 12}}).status_code))
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while engine.pending < 1:  # the first forecast is admitted and queued
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with httpx.Client(base_url=str(client.base_url)) as other:
+            refused = other.post("/forecast", json={"window": {
+                "timestamps": stamps, "values": [[41.0] * len(sensors)] * 12}})
+        release.set()
+        waiting.join(10)
+        metrics = client.get("/metrics").text
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "3"
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:himnet:problem:overloaded"
+    assert first == [200]
+    assert "himnet_inference_rejected_total 1.0" in metrics
