@@ -178,10 +178,12 @@ async def paired(port: int, requests: list[bytes], bundle: Path, threads: int
             t0 = time.perf_counter()
             rt.predict(*inputs)
             bare.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.02)  # let this process's ORT threads stop spinning first
             t0 = time.perf_counter()
             status, headers, _ = await conn.request(raw)
             served.append(time.perf_counter() - t0)
             check(status, headers)
+            await asyncio.sleep(0.02)
     finally:
         await conn.close()
     return bare, served
