@@ -180,15 +180,37 @@ def tsne_2d(x: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
 
 
 # --- temporal embeddings --------------------------------------------------------------------------
-def hourly_contexts(tod: np.ndarray, dow: np.ndarray) -> np.ndarray:
-    """Mean temporal embedding ``concat(tod[slot], dow[day])`` of every (day, hour): 7 × 24 × D."""
+def temporal_contexts(tod: np.ndarray, dow: np.ndarray) -> np.ndarray:
+    """The temporal embedding ``concat(tod[slot], dow[day])`` of every (day, slot) context, as
+    HimNet builds e_t: (7 · slots) × D, day-major."""
     steps = tod.shape[0]
+    return np.concatenate([np.tile(tod, (7, 1)), np.repeat(dow, steps, axis=0)], axis=1)
+
+
+def hour_membership(steps: int) -> np.ndarray:
+    """168 × (7 · steps) matrix averaging slot contexts into (day, hour) contexts, day-major.
+
+    An hour with no slot of its own (fewer than 24 slots a day) takes the slot it falls in.
+    """
     hour_of_slot = (np.arange(steps) * 24) // steps
-    # an hour with no slot of its own (steps_per_day < 24) takes the slot it falls in
-    tod_hourly = np.stack([tod[hour_of_slot == h].mean(0) if (hour_of_slot == h).any() else tod[h * steps // 24]
-                           for h in range(24)])  # 24 × d_tod
-    return np.concatenate([np.broadcast_to(tod_hourly[None], (7, 24, tod.shape[1])),
-                           np.broadcast_to(dow[:, None], (7, 24, dow.shape[1]))], axis=-1)
+    day_block = np.zeros((24, steps))
+    for h in range(24):
+        members = hour_of_slot == h
+        if members.any():
+            day_block[h, members] = 1.0 / members.sum()
+        else:
+            day_block[h, h * steps // 24] = 1.0
+    return np.kron(np.eye(7), day_block)
+
+
+def hourly_similarity(tod: np.ndarray, dow: np.ndarray) -> np.ndarray:
+    """168 × 168 mean cosine similarity between the slot contexts of two (day, hour) contexts.
+
+    Averaging similarities (not vectors) keeps an untrained, noisy time-of-day table from
+    averaging away and leaving the day-of-week part to dominate.
+    """
+    m = hour_membership(tod.shape[0])
+    return m @ cosine_similarity(temporal_contexts(tod, dow)) @ m.T
 
 
 def cosine_similarity(x: np.ndarray) -> np.ndarray:
@@ -202,7 +224,7 @@ def group_similarity(sim: np.ndarray) -> dict[str, Any]:
     """Mean cosine similarity within and between the ``TEMPORAL_GROUPS`` of hourly contexts.
 
     ``sim`` is the 168 × 168 similarity of (day, hour) contexts in day-major order. Within-group
-    means leave out each context's similarity with itself.
+    means leave out the diagonal (an hour with itself).
     """
     index = {name: np.array([d * 24 + h for d in days for h in range(*hours)])
              for name, (days, hours) in TEMPORAL_GROUPS.items()}
@@ -365,12 +387,11 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
         notes.append("no sensor coordinates: no map")
 
     if learned.tod_embedding is not None and learned.dow_embedding is not None:
-        contexts = hourly_contexts(learned.tod_embedding, learned.dow_embedding)  # 7 × 24 × D
-        flat = contexts.reshape(7 * 24, -1)
-        sim = cosine_similarity(flat)
+        contexts = temporal_contexts(learned.tod_embedding, learned.dow_embedding)  # 7·S × D
+        sim = hourly_similarity(learned.tod_embedding, learned.dow_embedding)  # 168 × 168
         tod_sim = cosine_similarity(learned.tod_embedding)
         groups = group_similarity(sim)
-        t_labels = cluster_labels(flat, temporal_clusters, seed).reshape(7, 24)
+        t_labels = cluster_labels(contexts, temporal_clusters, seed).reshape(7, -1)  # 7 × S
         numbers["temporal"] = {**groups, "clusters": t_labels.tolist(),
                                "dow_similarity": cosine_similarity(learned.dow_embedding).tolist()}
         figures["temporal_similarity"] = plots.plot_temporal_similarity(
@@ -433,7 +454,7 @@ def render_summary(nb: dict[str, Any]) -> str:
     if "temporal" in nb:
         t = nb["temporal"]
         lines += ["## Temporal embeddings (time of day × day of week)", "",
-                  "Mean cosine similarity of hourly contexts within each group and to the other groups "
+                  "Mean cosine similarity of (day, slot) contexts, averaged by (day, hour), within each group and to the other groups "
                   f"(separation, mean of within − between: {t['separation']:+.3f}; > 0 means the groups are "
                   "told apart):", "", "| group | within | between |", "| --- | --- | --- |"]
         for g, w, b in zip(t["groups"], t["within"], t["between"]):

@@ -86,7 +86,7 @@ def plot_temporal_similarity(sim: np.ndarray, tod_sim: np.ndarray, dow_sim: np.n
     ticks = np.arange(7) * 24 + 12
     axes[0].set_xticks(ticks, day_names)
     axes[0].set_yticks(ticks, day_names)
-    axes[0].set_title("temporal embedding, (day, hour) contexts\n(hourly means; cosine similarity)")
+    axes[0].set_title("temporal embedding, (day, hour) contexts\n(mean cosine similarity of their slots)")
     fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.04)
     steps = tod_sim.shape[0]
     im = axes[1].imshow(tod_sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
@@ -107,16 +107,17 @@ def plot_temporal_similarity(sim: np.ndarray, tod_sim: np.ndarray, dow_sim: np.n
 
 
 def plot_temporal_clusters(t_labels: np.ndarray, day_names: Sequence[str], path: Path) -> Path:
-    """k-means clusters of the (day, hour) temporal contexts as a day × hour grid."""
+    """k-means clusters of the (day, time-of-day slot) temporal contexts as a day × slot grid."""
     k = int(t_labels.max()) + 1
+    steps = t_labels.shape[1]
     fig, ax = plt.subplots(figsize=(11, 3.6))
     cmap = ListedColormap(cluster_colors(k))
     norm = BoundaryNorm(np.arange(-0.5, k + 0.5), k)
     im = ax.imshow(t_labels, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
     ax.set_yticks(range(7), day_names)
-    ax.set_xticks(range(24), [f"{h:02d}" for h in range(24)], fontsize=8)
+    ax.set_xticks(np.arange(25) * steps / 24 - 0.5, [f"{h:02d}" for h in range(25)], fontsize=8)
     ax.set_xlabel("hour of day")
-    ax.set_title("clusters of the temporal embedding (k-means over day × hour contexts)")
+    ax.set_title("clusters of the temporal embedding (k-means over day × time-of-day contexts)")
     cb = fig.colorbar(im, ax=ax, ticks=range(k))
     cb.set_label("temporal cluster")
     return _save(fig, path)

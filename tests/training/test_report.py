@@ -21,7 +21,9 @@ from training.report import (
     cosine_similarity,
     daily_profiles,
     group_similarity,
-    hourly_contexts,
+    hour_membership,
+    hourly_similarity,
+    temporal_contexts,
     load_learned,
     neighbour_overlap,
 )
@@ -123,7 +125,7 @@ def test_temporal_groups_separate_when_the_table_does():
     dow = np.zeros((7, 2))
     dow[:5, 0] = 1.0
     dow[5:, 1] = 1.0
-    sim = cosine_similarity(hourly_contexts(tod, dow).reshape(168, -1))
+    sim = hourly_similarity(tod, dow)
     groups = group_similarity(sim)
     assert groups["separation"] > 0.3
     flat = group_similarity(np.ones((168, 168)))
@@ -183,11 +185,16 @@ def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path
     assert from_bundle.numbers["adjacency_overlap"] == report.numbers["adjacency_overlap"]
 
 
-def test_hourly_contexts_average_slots_and_cover_coarse_clocks():
+def test_temporal_contexts_and_hourly_averaging():
     tod = np.arange(288, dtype=float)[:, None]  # slot number as a 1-D embedding
     dow = np.arange(7, dtype=float)[:, None]
-    ctx = hourly_contexts(tod, dow)
-    assert ctx.shape == (7, 24, 2)
-    assert ctx[3, 1, 0] == pytest.approx(np.mean(np.arange(12, 24))) and ctx[3, 1, 1] == 3.0
-    coarse = hourly_contexts(np.arange(12, dtype=float)[:, None], dow)  # 2-hour slots
-    assert coarse[0, 5, 0] == 2.0 and np.isfinite(coarse).all()
+    ctx = temporal_contexts(tod, dow)
+    assert ctx.shape == (7 * 288, 2)
+    assert ctx[3 * 288 + 100].tolist() == [100.0, 3.0]  # Thursday, slot 100: what HimNet concatenates
+    m = hour_membership(288)
+    assert m.shape == (168, 2016) and np.allclose(m.sum(1), 1.0)
+    assert (m @ ctx)[3 * 24 + 1].tolist() == pytest.approx([np.mean(np.arange(12, 24)), 3.0])
+    coarse = hour_membership(12)  # 2-hour slots: hour 5 takes slot 2
+    assert coarse[5, 2] == 1.0 and np.allclose(coarse.sum(1), 1.0)
+    sim = hourly_similarity(np.random.default_rng(0).normal(size=(288, 3)), np.ones((7, 2)))
+    assert sim.shape == (168, 168) and np.allclose(sim, sim.T)
