@@ -2,14 +2,16 @@
 # Acceptance runs of the paper's studies on LOS-LOOP (not CI): ablation, a second training seed of
 # the full model, the embedding report and the efficiency study. CPU-friendly budget: every variant
 # trains for at most MAX_TIME seconds (7 variants + evaluation in about 35 minutes on 2 busy cores).
-# Heavy steps wait for /tmp/himnet-heavy.lock (shared with other long runs on this machine).
+# One torch thread by default: on a shared 2-core machine two threads spin against other jobs and
+# ran ~2.5x slower per step (THREADS=2 to change). Heavy steps wait for /tmp/himnet-heavy.lock
+# (shared with other long runs on this machine).
 #   scripts/studies_los_loop.sh [OUT_DIR] [REPORT_CHECKPOINT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && source .venv/bin/activate
 OUT=${1:-runs/studies}
 MAX_TIME=${MAX_TIME:-200}
-COMMON=(--data los-loop --split los-loop --hidden "${HIDDEN:-16}" --tf-decay-steps "${TAU:-15}" --max-time "$MAX_TIME" --threads 2)
+COMMON=(--data los-loop --split los-loop --hidden "${HIDDEN:-16}" --tf-decay-steps "${TAU:-15}" --max-time "$MAX_TIME" --threads "${THREADS:-1}")
 heavy() { flock /tmp/himnet-heavy.lock nice -n 5 "$@"; }
 mkdir -p "$OUT"
 
@@ -28,5 +30,5 @@ heavy himnet report "$OUT/ablation/none/checkpoint.pt" --out "$OUT/report-seed0"
     --compare "$OUT/seed1/none/checkpoint.pt" > /dev/null
 
 echo "== efficiency, $(date -u +%FT%TZ)"
-heavy himnet efficiency --data los-loop --split los-loop --repeats 3 --naive-repeats 1 \
+heavy himnet efficiency --data los-loop --split los-loop --repeats 3 --naive-repeats 1 --threads "${THREADS:-1}" \
     --json "$OUT/efficiency.json" | tee "$OUT/efficiency.txt"
