@@ -36,6 +36,7 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 class Snapshot(BaseModel):
     """Readings of some sensors at one slot; other sensors of that slot are left untouched."""
 
+    model_config = ConfigDict(extra="forbid")
     timestamp: datetime = Field(
         description="ISO-8601 start of the slot; must lie on the model's interval. With an offset "
         "it is converted; without one it is the model's local wall-clock time.",
@@ -49,6 +50,7 @@ class Snapshot(BaseModel):
 class ReadingsIn(BaseModel):
     """One or many snapshots, in any order (late readings are normal)."""
 
+    model_config = ConfigDict(extra="forbid")
     readings: list[Snapshot] = Field(min_length=1)
 
 
@@ -66,6 +68,7 @@ class InputWindow(BaseModel):
     values); ``null`` marks a missing reading, sensors absent from ``series`` are all missing.
     """
 
+    model_config = ConfigDict(extra="forbid")
     timestamps: list[datetime] = Field(min_length=1)
     values: list[list[float | None]] | None = None
     series: dict[str, list[float | None]] | None = None
