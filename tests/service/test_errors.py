@@ -88,6 +88,9 @@ def test_readings_rejections(client: httpx.Client, sensors: list[str]) -> None:
     assert client.post("/forecast").status_code == 404
 
     _problem(post(snapshot(now - 1, {sensors[0]: None})), 422, "invalid-request")  # type: ignore[dict-item]
+    body = _problem(post({"timestamp": iso(now - 1), "values": ok, "unit": "mph"}), 422,
+                    "invalid-request")
+    assert "unit" in body["detail"]
     _problem(client.post("/readings", json={"readings": []}, headers=AUTH), 422)
     _problem(client.post("/readings", json={"values": ok}, headers=AUTH), 422)
     _problem(client.post("/readings", content=b"{not json", headers={
