@@ -392,10 +392,14 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
         tod_sim = cosine_similarity(learned.tod_embedding)
         groups = group_similarity(sim)
         t_labels = cluster_labels(contexts, temporal_clusters, seed).reshape(7, -1)  # 7 × S
+        has_dow = learned.dow_embedding.shape[1] > 0
+        dow_sim = cosine_similarity(learned.dow_embedding) if has_dow else None
+        if not has_dow:
+            notes.append("no day-of-week embedding (d_dow = 0): temporal contexts are time of day only")
         numbers["temporal"] = {**groups, "clusters": t_labels.tolist(),
-                               "dow_similarity": cosine_similarity(learned.dow_embedding).tolist()}
+                               "dow_similarity": dow_sim.tolist() if dow_sim is not None else None}
         figures["temporal_similarity"] = plots.plot_temporal_similarity(
-            sim, tod_sim, cosine_similarity(learned.dow_embedding), DAY_NAMES, out / "temporal_similarity.png")
+            sim, tod_sim, dow_sim, DAY_NAMES, out / "temporal_similarity.png")
         figures["temporal_clusters"] = plots.plot_temporal_clusters(t_labels, DAY_NAMES,
                                                                     out / "temporal_clusters.png")
     else:
@@ -471,7 +475,7 @@ def render_summary(nb: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Figures", ""] + [f"- `{name}`: ![{key}]({name})" for key, name in nb["figures"].items()]
     if nb["notes"]:
-        lines += ["", "Not drawn: " + "; ".join(nb["notes"]) + "."]
+        lines += ["", "Notes: " + "; ".join(nb["notes"]) + "."]
     return "\n".join(lines) + "\n"
 
 

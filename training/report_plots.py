@@ -74,10 +74,11 @@ def plot_cluster_map(coords: np.ndarray, labels: np.ndarray, path: Path) -> Path
     return _save(fig, path)
 
 
-def plot_temporal_similarity(sim: np.ndarray, tod_sim: np.ndarray, dow_sim: np.ndarray,
+def plot_temporal_similarity(sim: np.ndarray, tod_sim: np.ndarray, dow_sim: np.ndarray | None,
                              day_names: Sequence[str], path: Path) -> Path:
     """Cosine similarity of (day, hour) temporal contexts (168 × 168, day-major), of the
-    time-of-day table alone (slot × slot) and of the day-of-week table (7 × 7)."""
+    time-of-day table alone (slot × slot) and of the day-of-week table (7 × 7; None when the
+    model has no day-of-week embedding)."""
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.6), gridspec_kw={"width_ratios": [1.25, 1.0, 0.6]})
     im = axes[0].imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     for d in range(1, 7):
@@ -96,6 +97,10 @@ def plot_temporal_similarity(sim: np.ndarray, tod_sim: np.ndarray, dow_sim: np.n
     axes[1].set_xlabel("hour of day")
     axes[1].set_title("time-of-day table (slot × slot)")
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
+    if dow_sim is None:
+        axes[2].text(0.5, 0.5, "no day-of-week\nembedding (d_dow = 0)", ha="center", va="center")
+        axes[2].set_axis_off()
+        return _save(fig, path)
     im = axes[2].imshow(dow_sim, cmap="RdBu_r", vmin=-1, vmax=1)
     axes[2].set_xticks(range(7), day_names, rotation=90)
     axes[2].set_yticks(range(7), day_names)

@@ -160,6 +160,20 @@ def test_cli_on_a_model_without_time_tables(data, tmp_path, capsys):
     assert (tmp_path / "r" / "adjacency.png").is_file() and (tmp_path / "r" / "cluster_map.png").is_file()
 
 
+def test_a_model_without_day_of_week_embedding(data, tmp_path):
+    """d_dow = 0 (a dataset too short to learn weekdays): time-of-day contexts only, said so."""
+    ckpt = tiny_checkpoint(data)
+    ckpt.config = ckpt.config.replace(dow_embedding_dim=0)
+    torch.manual_seed(0)
+    ckpt.state_dict = HimNet(ckpt.config).state_dict()
+    rep = build_report(ckpt.save(tmp_path / "no_dow.pt"), tmp_path / "r", clusters=2, top_ks=(3,))
+    assert set(rep.figures) == FIGURES
+    assert rep.numbers["temporal"]["dow_similarity"] is None
+    assert "d_dow = 0" in rep.summary.read_text()
+    labels = np.asarray(rep.numbers["temporal"]["clusters"])
+    assert labels.shape == (7, data.steps_per_day) and (labels == labels[0]).all()  # every day alike
+
+
 def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path):
     """A bundle's embeddings.npz (written as ``himnet export`` writes it) reads like the checkpoint."""
     from model.bundle import BUNDLE_FORMAT, EMBEDDINGS_FILE, Manifest, sha256_file, utc_now_iso, write_manifest
