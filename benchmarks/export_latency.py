@@ -6,6 +6,11 @@ hits them alike; each figure is the median over all timed calls (the minimum is 
 is the figure least disturbed by other processes on a shared box). A script, not a test:
 
     python benchmarks/export_latency.py [--rounds 30] [--rounds16 5] [--contraction measure]
+    python benchmarks/export_latency.py --device cuda     # CUDA: eager/naive on the GPU, ORT's CUDA EP
+
+On CUDA, eager and naive get their inputs already on the GPU; TorchScript and ONNX Runtime take
+numpy arrays in and give numpy arrays out, as the service calls them, so their figures include
+the host-device copies.
 
 - eager:       ``model.HimNet`` in eval mode (its own caching), fed x / y_cov as training feeds it
 - torchscript: ``model.ts`` of the bundle via ``service.runtime`` (called from the loading thread)
@@ -63,13 +68,13 @@ def metr_la_checkpoint() -> tuple[Checkpoint, str]:
     return ckpt, source
 
 
-def model_inputs(ckpt: Checkpoint, r: np.ndarray, ti: np.ndarray, tt: np.ndarray):
+def model_inputs(ckpt: Checkpoint, r: np.ndarray, ti: np.ndarray, tt: np.ndarray, device: str = "cpu"):
     b, t, n = r.shape
     x = np.empty((b, t, n, 3), np.float32)
     x[..., 0] = (r - ckpt.scaler_mean) / ckpt.scaler_std
     x[..., 1:] = ti[:, :, None]
     y = np.ascontiguousarray(np.broadcast_to(tt[:, :, None], (b, tt.shape[1], n, 2)))
-    return torch.from_numpy(x), torch.from_numpy(y)
+    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
 
 def interleaved_blocks(contenders: dict, rounds: int, passes: int = 3, warmup: int = 2) -> dict[str, list[float]]:
@@ -95,6 +100,10 @@ def interleaved_blocks(contenders: dict, rounds: int, passes: int = 3, warmup: i
                 contenders[name]()
                 times[name].append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def eager_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def op_histogram(path: Path) -> collections.Counter:
@@ -128,7 +137,10 @@ def main() -> None:
     ap.add_argument("--rounds16", type=int, default=6, help="rounds at batch 16 (default 6)")
     ap.add_argument("--contraction", default="measure", choices=("measure", "generate", "pool"))
     ap.add_argument("--histograms", action="store_true", help="also export and time the 'before' graphs")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     args = ap.parse_args()
+    device = args.device
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.set_num_threads(THREADS)
     load_before = os.getloadavg()
     ckpt, source = metr_la_checkpoint()
@@ -139,26 +151,32 @@ def main() -> None:
         t0 = time.perf_counter()
         manifest = export_bundle(ckpt, bundle, contraction=args.contraction, threads=THREADS)
         export_s = time.perf_counter() - t0
-        onnx_rt = load_runtime(bundle, backend="onnx", threads=THREADS)
-        ts_rt = load_runtime(bundle, backend="torchscript", threads=THREADS)
-        eager = ckpt.build_model()
+        onnx_rt = load_runtime(bundle, backend="onnx", device=device, threads=THREADS)
+        try:
+            ts_rt = load_runtime(bundle, backend="torchscript", device=device, threads=THREADS)
+        except Exception as exc:  # noqa: BLE001 - report it and time the others
+            ts_rt = None
+            print(f"torchscript cannot run on {device}: {exc}", flush=True)
+        eager = ckpt.build_model().to(device)
         naive = NaiveHimNet(ckpt.config)
         naive.load_state_dict(ckpt.state_dict)
-        naive.eval()
+        naive.to(device).eval()
 
         results: dict[int, dict[str, float]] = {}
         fastest: dict[int, dict[str, float]] = {}  # min over rounds: least disturbed by other load
         for batch, rounds in ((1, args.rounds), (16, args.rounds16)):
             raw = data.take(batch)
-            x, y = model_inputs(ckpt, *raw)
+            x, y = model_inputs(ckpt, *raw, device=device)
 
             def run_eager(m=eager, x=x, y=y):
                 with torch.no_grad():
                     m(x, y)
+                sync()
 
             def run_naive(x=x, y=y):
                 with torch.no_grad():
                     naive(x, y)
+                sync()
 
             contenders = {
                 "eager": run_eager,
@@ -166,6 +184,8 @@ def main() -> None:
                 "onnx": lambda raw=raw: onnx_rt.predict(*raw),
                 "naive": run_naive,
             }
+            if ts_rt is None:
+                del contenders["torchscript"]
             times = interleaved_blocks(contenders, rounds)
             results[batch] = {k: statistics.median(v) for k, v in times.items()}
             fastest[batch] = {k: min(v) for k, v in times.items()}
@@ -183,11 +203,14 @@ def main() -> None:
                 before[name] = (op_histogram(path), ms)
 
     load_after = os.getloadavg()
-    e, t, o, n = (results[1][k] for k in ("eager", "torchscript", "onnx", "naive"))
+    e, o, n = (results[1][k] for k in ("eager", "onnx", "naive"))
     print()
     print(f"HimNet METR-LA preset, N={ckpt.config.num_nodes}, {source}; {THREADS} threads; "
           f"torch {torch.__version__}, onnxruntime {manifest.export['onnxruntime_version']}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    gpu = f" ({torch.cuda.get_device_name(eager_device(eager))})" if device.startswith("cuda") else ""
+    print(f"device {device}{gpu}: onnx runs on {onnx_rt.provider}, "
+          f"torchscript on {ts_rt.provider if ts_rt else 'nothing (failed to load)'}")
     print(f"load average before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
     print(f"export: {export_s:.1f} s, contraction {manifest.export['contraction']} "
@@ -196,13 +219,14 @@ def main() -> None:
     print(f"medians over {args.rounds} calls (batch 1) and {args.rounds16} calls (batch 16) per backend, ms")
     print(f"{'backend':<14}{'batch 1':>10}{'batch 16':>10}{'vs naive b1':>13}"
           f"{'min b1':>10}{'min b16':>10}")
-    for k in ("eager", "torchscript", "onnx", "naive"):
+    for k in results[1]:
         print(f"{k:<14}{results[1][k]:>10.1f}{results[16][k]:>10.1f}{n / results[1][k]:>12.1f}x"
               f"{fastest[1][k]:>10.1f}{fastest[16][k]:>10.1f}")
     print(f"target ORT <= eager at batch 1: {'met' if o <= e else 'NOT met'} ({o:.1f} vs {e:.1f} ms); "
           f"at batch 16: {'met' if results[16]['onnx'] <= results[16]['eager'] else 'NOT met'}")
     print(f"target ORT >= 3x faster than naive at batch 1: {'met' if n / o >= 3 else 'NOT met'} ({n / o:.1f}x)")
-    print(f"torchscript at batch 1: {t:.1f} ms (called from the thread that loaded it)")
+    if "torchscript" in results[1]:
+        print(f"torchscript at batch 1: {results[1]['torchscript']:.1f} ms (called from the thread that loaded it)")
     print("\nONNX op histogram, shipped graph: " + ", ".join(f"{k} {v}" for k, v in shipped.most_common()))
     for name, (hist, ms) in before.items():
         print(f"ONNX op histogram, {name} ({ms:.1f} ms at batch 1 in ORT): "

@@ -31,7 +31,7 @@ class NaiveGCN(nn.Module):
     def forward(self, x: Tensor, graph: Tensor, emb: Tensor | None) -> Tensor:
         # Chebyshev matrices, identity included: T_0 = I, T_1 = S, T_k = 2 S T_{k-1} - T_{k-2}
         n = x.shape[1]
-        eye = torch.eye(n, dtype=x.dtype).expand_as(graph)
+        eye = torch.eye(n, dtype=x.dtype, device=x.device).expand_as(graph)
         mats = [eye, graph]
         for _ in range(2, self.k):
             mats.append(2 * graph @ mats[-1] - mats[-2])
