@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && source .venv/bin/activate
 OUT=${1:-runs/studies}
 MAX_TIME=${MAX_TIME:-200}
-COMMON=(--data los-loop --split los-loop --hidden "${HIDDEN:-16}" --tf-decay-steps "${TAU:-15}" --max-time "$MAX_TIME" --threads "${THREADS:-1}")
+# Day-of-week embedding size 0: one week of LOS-LOOP leaves the test days (Tue, Wed) out of training.
+EMBEDDING_DIMS=${EMBEDDING_DIMS:-8,0,16,16}
+COMMON=(--data los-loop --split los-loop --hidden "${HIDDEN:-16}" --embedding-dims "$EMBEDDING_DIMS"
+        --tf-decay-steps "${TAU:-15}" --max-time "$MAX_TIME" --threads "${THREADS:-1}")
 heavy() { flock /tmp/himnet-heavy.lock nice -n 5 "$@"; }
 mkdir -p "$OUT"
 

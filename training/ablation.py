@@ -29,7 +29,7 @@ from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import evaluate_model, parse_options
 from training.loop import fit, seed_everything
-from training.train import TrainSettings, resolve
+from training.train import TrainSettings, int_list, resolve
 from training.windows import PreparedData, prepare
 
 log = logging.getLogger("himnet.ablation")
@@ -104,7 +104,7 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     base_config, loop, split = resolve(settings, data)
     # One split and one scaler for every variant: only the model differs.
     prepared = prepare(data, split, base_config.in_steps, base_config.out_steps)
-    unseen = unseen_weekdays(prepared)
+    unseen = unseen_weekdays(prepared) if base_config.dow_embedding_dim > 0 else []
     if unseen:
         log.warning("test windows fall on days of week that no training window does (%s): their day-of-week "
                     "embeddings stay untrained, which handicaps the variants that use E_t",
@@ -228,6 +228,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model (default: the preset's)")
     g.add_argument("--preset", default="metr-la")
     g.add_argument("--hidden", type=int)
+    g.add_argument("--embedding-dims", type=int_list, metavar="TOD,DOW,S,ST",
+                   help="embedding sizes override; DOW 0 when test days of week never occur in training "
+                        "(one week of LOS-LOOP: 8,0,16,16)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--tf-decay-steps", type=float,
                    help="teacher-forcing decay τ; the preset's 6000 keeps teacher forcing on for ~50k steps, "
@@ -250,8 +253,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.embedding_dims is not None and len(args.embedding_dims) != 4:
+        print("himnet ablation: --embedding-dims needs four sizes TOD,DOW,S,ST", file=sys.stderr)
+        return 2
     options = dict(data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
-                   max_nodes=args.max_nodes, hidden=args.hidden, batch_size=args.batch_size, epochs=args.epochs,
+                   max_nodes=args.max_nodes, hidden=args.hidden, embedding_dims=args.embedding_dims,
+                   batch_size=args.batch_size, epochs=args.epochs,
                    tf_decay_steps=args.tf_decay_steps,
                    max_steps=args.max_steps, max_time=args.max_time, patience=args.patience, seed=args.seed,
                    device=args.device, threads=args.threads)

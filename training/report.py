@@ -33,6 +33,7 @@ from model.clustering import kmeans
 from model.time_features import time_features
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import data_from_settings, parse_options
+from training.train import int_list
 
 # Defaults of the service (service/settings.py: clusters = 8, cluster_seed = 0).
 DEFAULT_CLUSTERS = 8
@@ -479,10 +480,6 @@ def render_summary(nb: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.replace(",", " ").split())
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = "example:  himnet report runs/los/checkpoint.pt --out runs/los/report"
@@ -494,7 +491,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="k-means / t-SNE seed")
     parser.add_argument("--compare", type=Path, help="a second checkpoint or bundle (e.g. another training seed): "
                                                      "ARI of the two models' clusters")
-    parser.add_argument("--top-k", type=_int_list, default=(5, 10), help="neighbour counts for the graph overlap")
+    parser.add_argument("--top-k", type=int_list, default=(5, 10), help="neighbour counts for the graph overlap")
     parser.add_argument("--temporal-clusters", type=int, default=6)
 
 

@@ -216,7 +216,8 @@ def _warn_unseen_contexts(prepared, config: HimNetConfig) -> None:
                     config.tod_embedding_dim, config.node_embedding_dim, config.st_embedding_dim)
 
 
-def _int_list(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
+    """'8,0,16,16' or '8 0 16 16' -> (8, 0, 16, 16): list-valued command-line options."""
     return tuple(int(p) for p in text.replace(",", " ").split()) if text.strip() else ()
 
 
@@ -240,11 +241,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and optimisation (default: the preset's)")
     g.add_argument("--preset", default="metr-la", help="metr-la, pems-bay, pems03, pems04, pems07, pems08")
     g.add_argument("--hidden", type=int, help="hidden size override")
-    g.add_argument("--embedding-dims", type=_int_list, metavar="TOD,DOW,S,ST", help="embedding sizes override")
+    g.add_argument("--embedding-dims", type=int_list, metavar="TOD,DOW,S,ST", help="embedding sizes override")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--eval-batch-size", type=int, default=64)
     g.add_argument("--lr", type=float)
-    g.add_argument("--lr-milestones", type=_int_list, metavar="E1,E2", help="epochs at which LR ×0.1")
+    g.add_argument("--lr-milestones", type=int_list, metavar="E1,E2", help="epochs at which LR ×0.1")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--loss", choices=LOSSES)
     g.add_argument("--tf-decay-steps", type=float, help="teacher-forcing decay τ")

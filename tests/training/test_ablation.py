@@ -64,13 +64,18 @@ def test_same_seed_same_result(tmp_path):
 
 def test_cli(tmp_path, capsys):
     code = main(["ablation", "--data", "synthetic", "--data-option", "num_sensors=4", "--data-option", "days=2",
-                 "--hidden", "4", "--max-steps", "1", "--epochs", "1", "--variants", "none,no_e_s",
+                 "--hidden", "4", "--embedding-dims", "3,0,4,5", "--max-steps", "1", "--epochs", "1",
+                 "--variants", "none,no_e_s",
                  "--device", "cpu", "--output", str(tmp_path), "--json", str(tmp_path / "t.json")])
     assert code == 0
     out = capsys.readouterr().out
     assert "HimNet" in out and "w/o E_s" in out and "step-12 MAE" in out
     assert json.loads((tmp_path / "t.json").read_text())["settings"]["variants"] == ["none", "no_e_s"]
+    config = Checkpoint.load(tmp_path / "none" / "checkpoint.pt").config
+    assert (config.tod_embedding_dim, config.dow_embedding_dim, config.node_embedding_dim,
+            config.st_embedding_dim) == (3, 0, 4, 5)
     assert main(["ablation", "--variants", "none,bogus", "--output", str(tmp_path / "x")]) == 2
+    assert main(["ablation", "--embedding-dims", "3,0,4", "--output", str(tmp_path / "y")]) == 2
 
 
 def test_unseen_test_weekdays_are_reported():
