@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("masked_mae", "huber")
+LOSSES = ("masked_mae", "huber", "masked_mse")
 
 
 def masked_mae(pred: Tensor, target: Tensor) -> Tensor:
@@ -23,10 +23,14 @@ def masked_mae(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def loss_terms(name: str, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """(sum of per-element losses, number of elements counted) for ``masked_mae`` or ``huber``."""
-    if name == "masked_mae":
+    """(sum of per-element losses, number of elements counted) for a name in ``LOSSES``.
+
+    ``masked_mse`` is not the paper's: it trains for RMSE where that is the figure that counts.
+    """
+    if name in ("masked_mae", "masked_mse"):
         mask = (target != 0).to(pred.dtype)
-        return ((pred - target).abs() * mask).sum(), mask.sum()
+        err = (pred - target).abs() if name == "masked_mae" else (pred - target).square()
+        return (err * mask).sum(), mask.sum()
     if name == "huber":  # δ = 1, every element counts (the PEMS flow sets have no zero-masking)
         return F.huber_loss(pred, target, reduction="sum", delta=1.0), pred.new_tensor(float(pred.numel()))
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
