@@ -27,11 +27,15 @@ def kmeans(
     k: int,
     *,
     seed: int = 0,
-    n_init: int = 4,
+    n_init: int = 25,
     max_iter: int = 300,
     tol: float = 1e-8,
 ) -> KMeansResult:
     """Lloyd's k-means with k-means++ starts; the best of ``n_init`` runs wins.
+
+    Learned embeddings cluster weakly, so k-means has many near-equal optima: on a LOS-LOOP model
+    (207 sensors, k = 8) the agreement between two seeds' partitions (adjusted Rand index) rose
+    from about 0.4 with 4 starts to about 0.5 with 25, at 23 ms per call.
 
     Labels are renumbered in order of first appearance (sensor 0 is always in cluster 0), so two
     runs that find the same partition report the same numbers. Computation is in float64.
