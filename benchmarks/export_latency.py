@@ -102,10 +102,6 @@ def interleaved_blocks(contenders: dict, rounds: int, passes: int = 3, warmup: i
     return times
 
 
-def eager_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def op_histogram(path: Path) -> collections.Counter:
     import onnx
 
@@ -208,7 +204,7 @@ def main() -> None:
     print(f"HimNet METR-LA preset, N={ckpt.config.num_nodes}, {source}; {THREADS} threads; "
           f"torch {torch.__version__}, onnxruntime {manifest.export['onnxruntime_version']}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    gpu = f" ({torch.cuda.get_device_name(eager_device(eager))})" if device.startswith("cuda") else ""
+    gpu = f" ({torch.cuda.get_device_name(torch.device(device))})" if device.startswith("cuda") else ""
     print(f"device {device}{gpu}: onnx runs on {onnx_rt.provider}, "
           f"torchscript on {ts_rt.provider if ts_rt else 'nothing (failed to load)'}")
     print(f"load average before {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}, "
