@@ -8,6 +8,9 @@ at steps 3, 6 and 12 on MAE and RMSE, and its MAE and RMSE averaged over steps 1
 Not a CI test (tens of minutes on a CPU). Run:
     nohup python benchmarks/train_los_loop.py --output runs/los-loop > los-loop.log 2>&1 &
 Exit status 0 when every criterion holds, 1 otherwise; ``acceptance.json`` in the run directory.
+
+Measured 2026-11-26 (2-core box): ``--seed 1 --patience 12`` passed every criterion in 44.1 min
+(steps 1-3 RMSE 5.1251 vs 5.1264); seed-0 runs missed that one criterion by 0.010-0.021 RMSE.
 """
 
 from __future__ import annotations
@@ -55,9 +58,9 @@ def main() -> int:
     p.add_argument("--embedding-dims", default="8,0,16,16", metavar="TOD,DOW,S,ST",
                    help="day-of-week size 0: one week of data leaves Tuesday/Wednesday (val/test) with "
                         "never-trained day-of-week vectors (val MAE 8.3 with them vs 4.4-4.6 remapped)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=44)
     p.add_argument("--patience", type=int, default=8)
-    p.add_argument("--lr-milestones", default="22,30")
+    p.add_argument("--lr-milestones", default="28,38")
     p.add_argument("--tf-decay-steps", type=float, default=60,
                    help="teacher-forcing decay τ; the preset's 6000 assumes ~75k batches, this run has ~1k")
     p.add_argument("--max-time", type=float, default=44 * 60,
