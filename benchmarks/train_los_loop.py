@@ -70,6 +70,7 @@ def main() -> int:
     p.add_argument("--loss", default="masked_mae", choices=LOSSES,
                    help="masked_mse trains for RMSE, the figure that T-GCN's comparison turns on")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (the criteria and the 45-minute budget are CPU's)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args()
@@ -82,7 +83,7 @@ def main() -> int:
     settings = dict(preset="metr-la", split="los-loop", hidden=args.hidden, epochs=args.epochs, loss=args.loss,
                     patience=args.patience, embedding_dims=int_list(args.embedding_dims),
                     lr_milestones=int_list(args.lr_milestones),
-                    tf_decay_steps=args.tf_decay_steps, max_time=args.max_time, device="cpu", seed=args.seed,
+                    tf_decay_steps=args.tf_decay_steps, max_time=args.max_time, device=args.device, seed=args.seed,
                     threads=args.threads, output=args.output, resume=args.resume, progress=args.progress)
     ckpt = train_model(load_dataset("los-loop"), **settings)
     wall = time.monotonic() - start

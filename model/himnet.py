@@ -238,7 +238,18 @@ class HimNet(nn.Module):
             return x.new_ones(x.shape[0], c.temporal_embedding_dim)
         slot = (x[:, -1, 0, 1] * c.steps_per_day).long()  # float32 product, truncated
         dow = x[:, -1, 0, 2].long()
-        return torch.cat([self.tod_embedding(slot), self.dow_embedding(dow)], dim=-1)
+        return torch.cat([self._lookup(self.tod_embedding, slot), self._lookup(self.dow_embedding, dow)], dim=-1)
+
+    @staticmethod
+    def _lookup(table: nn.Embedding, index: Tensor) -> Tensor:
+        """Rows of ``table`` for ``index`` (B) -> B, d; a width-0 table is skipped, not indexed.
+
+        A (7, 0) day-of-week table (``dow_embedding_dim = 0``) keeps the official state-dict
+        layout, but CUDA's embedding backward on it hits an illegal memory access (H200, torch 2.11).
+        """
+        if table.embedding_dim == 0:
+            return index.new_zeros(index.shape[0], 0, dtype=table.weight.dtype)
+        return table(index)
 
     def encode(self, x: Tensor) -> Tensor:
         """x: B, T_in, N, 3 -> h = H_s + H_t at the last step: B, N, H."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from model import ABLATIONS, HimNet, HimNetConfig, get_preset
 
@@ -49,3 +50,23 @@ def test_ablations_drop_what_they_do_not_use():
     assert "encoder_s.cells.0.gate.weights" in keys["no_smp"]
     assert "decoder.cells.0.gate.weights" in keys["no_stmp"]
     assert "decoder.cells.0.gate.weights_pool" in keys["none"]
+
+
+@pytest.mark.parametrize("dims", [(4, 0), (0, 3)])
+def test_width_zero_time_table_is_kept_but_never_indexed(dims):
+    """LOS-LOOP trains with d_dow = 0. The (7, 0) table stays in the state dict (official layout)
+    but is skipped in the forward pass: CUDA's embedding backward on a width-0 table crashed
+    training with an illegal memory access on the H200; on the CPU it left a 0-size gradient."""
+    torch.manual_seed(0)
+    d_tod, d_dow = dims
+    model = HimNet(HimNetConfig(num_nodes=5, hidden_dim=4, tod_embedding_dim=d_tod, dow_embedding_dim=d_dow))
+    assert model.state_dict()["dow_embedding.weight"].shape == (7, d_dow)
+    assert model.state_dict()["tod_embedding.weight"].shape == (288, d_tod)
+    x = torch.rand(2, 12, 5, 3)
+    x[..., 2] = torch.randint(0, 7, (2, 12, 5)).float()
+    y_cov = torch.rand(2, 12, 5, 2)
+    model(x, y_cov).sum().backward()
+    empty, used = ((model.dow_embedding, model.tod_embedding) if d_dow == 0
+                   else (model.tod_embedding, model.dow_embedding))
+    assert empty.weight.grad is None
+    assert used.weight.grad is not None and used.weight.grad.abs().sum() > 0
