@@ -60,7 +60,12 @@ from training.checkpoint import Checkpoint, CheckpointError
 
 TRACE_BATCH = 2  # dynamic batch: never trace at 1 (a size-1 dim can be baked in as a constant)
 PARITY_BATCHES = (1, 16)
-DEFAULT_TOLERANCE = 1e-4  # max |exported - eager| in raw units
+DEFAULT_TOLERANCE = 1e-4  # absolute part of the allowed |exported - eager|, raw units
+# Relative part: float32 rounding differences between ONNX Runtime's and torch's kernels grow
+# through the 24 recurrent steps. On six LOS-LOOP models (speeds ~70) ORT differed from eager by
+# 1.5e-5 at step 1 rising to 2-4e-4 at step 12 (at most 7.5e-6 relative), about what eager's own
+# two contraction orders differ by (7e-5); a fixed 1e-4 refused every one of those real models.
+DEFAULT_RTOL = 1e-5
 CONTRACTIONS = ("generate", "pool")
 MISSING_VALUE = 0.0  # training convention: a raw reading of 0 is a missing reading
 
@@ -290,21 +295,31 @@ def _run_ts(module, inputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndar
 
 
 def _max_diff(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray],
-              backend: str, batch: int) -> float:
-    worst = 0.0
+              backend: str, batch: int, rtol: float = 0.0) -> tuple[float, float]:
+    """(max |got - want|, max (|got - want| - rtol·|want|)) over both outputs.
+
+    The second is what the absolute tolerance is compared with: the check passes when every
+    element satisfies |got - want| <= tolerance + rtol·|want| (numpy's ``allclose`` rule).
+    """
+    worst, worst_excess = 0.0, -math.inf
     for name, g, w in zip(OUTPUT_NAMES, got, want):
         if g.shape != w.shape:
             raise ExportError(f"{backend} at batch {batch}: {name} has shape {g.shape}, eager {w.shape}")
-        diff = float(np.max(np.abs(g.astype(np.float64) - w))) if g.size else 0.0
-        if not math.isfinite(diff):
+        if not g.size:
+            continue
+        diff = np.abs(g.astype(np.float64) - w)
+        if not np.isfinite(diff).all():
             raise ExportError(f"{backend} at batch {batch}: {name} is not finite")
-        worst = max(worst, diff)
-    return worst
+        worst = max(worst, float(diff.max()))
+        worst_excess = max(worst_excess, float((diff - rtol * np.abs(w)).max()))
+    return worst, worst_excess
 
 
 def check_parity(model: HimNet, checkpoint: Checkpoint, data: ParityData, onnx_path: Path,
-                 ts_path: Path, tolerance: float, threads: int) -> dict[str, dict[str, float]]:
-    """Max |exported - eager| per backend and batch size; raises ExportError above tolerance."""
+                 ts_path: Path, tolerance: float, threads: int,
+                 rtol: float = DEFAULT_RTOL) -> dict[str, dict[str, float]]:
+    """Max |exported - eager| per backend and batch size; raises ExportError when any element
+    exceeds ``tolerance + rtol·|eager|``."""
     session = ort_session(onnx_path, threads)
     scripted = torch.jit.load(str(ts_path))
     parity: dict[str, dict[str, float]] = {"onnx": {}, "torchscript": {}}
@@ -313,10 +328,11 @@ def check_parity(model: HimNet, checkpoint: Checkpoint, data: ParityData, onnx_p
         want = eager_reference(model, checkpoint.scaler_mean, checkpoint.scaler_std, *inputs)
         for backend, run in (("onnx", lambda: _run_ort(session, inputs)),
                              ("torchscript", lambda: _run_ts(scripted, inputs))):
-            diff = _max_diff(run(), want, backend, batch)
-            if not diff <= tolerance:
+            diff, excess = _max_diff(run(), want, backend, batch, rtol)
+            if not excess <= tolerance:
                 raise ExportError(f"{backend} export differs from eager PyTorch by {diff:.3g} (raw units) "
-                                  f"at batch {batch}; tolerance {tolerance:g}. No bundle written.")
+                                  f"at batch {batch}; tolerance {tolerance:g} + {rtol:g}·|eager|. "
+                                  "No bundle written.")
             parity[backend][str(batch)] = diff
     return parity
 
@@ -413,7 +429,7 @@ def write_embeddings(model: HimNet, path: Path) -> None:
 
 def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str | None = None,
                   opset: int = 17, parity_data: Any = None, contraction: str = "measure",
-                  tolerance: float = DEFAULT_TOLERANCE, threads: int = 2,
+                  tolerance: float = DEFAULT_TOLERANCE, rtol: float = DEFAULT_RTOL, threads: int = 2,
                   overwrite: bool = False) -> Manifest:
     """Write the bundle for ``checkpoint`` to ``out_dir`` and return its manifest.
 
@@ -446,7 +462,7 @@ def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str |
         torch.save(state, work / WEIGHTS_FILE)
         write_embeddings(serving.model, work / EMBEDDINGS_FILE)
         parity = check_parity(eager, checkpoint, data, work / ONNX_FILE, work / TORCHSCRIPT_FILE,
-                              tolerance, threads)
+                              tolerance, threads, rtol)
 
         import onnxruntime
 
@@ -480,6 +496,7 @@ def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str |
                 "contraction": contraction,
                 "contraction_latency_ms": timings,
                 "parity_tolerance": tolerance,
+                "parity_rtol": rtol,
                 "parity_data": data.source,
                 "torch_version": torch.__version__,
                 "onnxruntime_version": onnxruntime.__version__,
@@ -530,7 +547,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="npz with readings/input_time/target_time (raw units) to check parity on; "
                              "default: synthetic windows from the checkpoint's scaler")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="max |exported - eager| in raw units (default 1e-4)")
+                        help="allowed |exported - eager| in raw units, absolute part (default 1e-4)")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                        help="relative part: each forecast may differ by tolerance + rtol·|eager| (default 1e-5)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for export checks (default 2)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
 
@@ -542,7 +561,8 @@ def run(args: argparse.Namespace) -> int:
         parity_data = load_parity_npz(args.parity_data) if args.parity_data else None
         manifest = export_bundle(checkpoint, args.out, version=args.version, opset=args.opset,
                                  parity_data=parity_data, contraction=args.contraction,
-                                 tolerance=args.tolerance, threads=args.threads, overwrite=args.force)
+                                 tolerance=args.tolerance, rtol=args.rtol, threads=args.threads,
+                                 overwrite=args.force)
     except (CheckpointError, ExportError, OSError) as exc:
         print(f"himnet export: error: {exc}", file=sys.stderr)
         return 1
