@@ -3,9 +3,11 @@
 From a checkpoint (``himnet train``) or a model bundle (``himnet export``) it computes:
 
 - clusters of the spatial embeddings with ``model.clustering.kmeans`` (the very function and
-  defaults behind the service's ``GET /embeddings/{node}``, so both name the same clusters), their
-  stability across two k-means seeds and, with ``--compare``, across two trained models
-  (adjusted Rand index);
+  defaults behind the service's ``GET /embeddings/{node}``, so both name the same clusters) and how
+  reproducible they are (``training/stability.py``): adjusted Rand index across k-means seeds and,
+  with ``--compare``, across other trained models, for every k from 3 to 10, the k that comes back
+  best, each cluster's best match in the other models, and how much of the embedding's geometry
+  the models share;
 - 2-D projections of the spatial embeddings (PCA and t-SNE), and the clusters on a map when the
   sensors' coordinates are known;
 - the temporal embedding of every (day of week, hour) context: cosine similarities and whether
@@ -25,14 +27,15 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from model.clustering import kmeans
 from model.time_features import time_features
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import data_from_settings, parse_options
+from training.stability import DEFAULT_KS, SEED_PAIRS, adjusted_rand_index, cluster_labels, cluster_stability
 from training.train import int_list
 
 # Defaults of the service (service/settings.py: clusters = 8, cluster_seed = 0).
@@ -141,17 +144,6 @@ def load_report_data(learned: Learned, data: str | Path | SensorData | None,
 
 
 # --- spatial embeddings ---------------------------------------------------------------------------
-def cluster_labels(embedding: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k-means labels exactly as the service computes them (``min(k, N)`` clusters)."""
-    return kmeans(np.asarray(embedding, dtype=np.float64), min(k, embedding.shape[0]), seed=seed).labels
-
-
-def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
-    from sklearn.metrics import adjusted_rand_score
-
-    return float(adjusted_rand_score(np.asarray(a), np.asarray(b)))
-
-
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N × 2 projection on the first two principal axes, explained-variance ratios of both)."""
     x = np.asarray(x, dtype=np.float64)
@@ -345,10 +337,16 @@ class Report:
 
 
 def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | SensorData | None = None,
-                 data_options: dict[str, Any] | None = None, clusters: int = DEFAULT_CLUSTERS,
-                 seed: int = DEFAULT_SEED, compare: str | Path | None = None, top_ks: tuple[int, ...] = (5, 10),
-                 temporal_clusters: int = 6) -> Report:
-    """Compute everything, draw the figures, write ``report.md`` and ``report.json`` in ``out_dir``."""
+                 data_options: dict[str, Any] | None = None, clusters: int | str = DEFAULT_CLUSTERS,
+                 seed: int = DEFAULT_SEED, compare: str | Path | Sequence[str | Path] | None = None,
+                 top_ks: tuple[int, ...] = (5, 10), temporal_clusters: int = 6,
+                 stability_ks: Sequence[int] = DEFAULT_KS) -> Report:
+    """Compute everything, draw the figures, write ``report.md`` and ``report.json`` in ``out_dir``.
+
+    ``clusters``: k of the spatial k-means, or "auto" for the k that the stability analysis finds
+    most reproducible. ``compare``: other checkpoints or bundles of the same sensors (e.g. other
+    training seeds) to measure reproducibility against.
+    """
     from training import report_plots as plots
 
     out = Path(out_dir)
@@ -358,6 +356,12 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
     coords = learned.coords if learned.coords is not None else (d.coords if d is not None else None)
     n = len(learned.sensor_ids)
     emb = learned.node_embedding
+    others = _load_others(source, learned, compare)
+    if clusters == "auto":
+        clusters = cluster_stability(emb, [o.node_embedding for o in others], DEFAULT_CLUSTERS, seed,
+                                     stability_ks)["recommended_k"]
+    elif not isinstance(clusters, int) or clusters < 1:
+        raise ReportError(f"clusters must be a positive number or 'auto', got {clusters!r}")
     labels = cluster_labels(emb, clusters, seed)
     k = int(labels.max()) + 1
     numbers: dict[str, Any] = {"source": learned.source, "kind": learned.kind, "dataset": learned.dataset,
@@ -365,16 +369,18 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
                                "data": data_note, "cluster_sizes": np.bincount(labels, minlength=k).tolist(),
                                "labels": labels.tolist()}
     numbers["ari_kmeans_seeds"] = {"seeds": [seed, seed + 1],
-                                   "ari": adjusted_rand_index(labels, cluster_labels(emb, clusters, seed + 1))}
-    if compare is not None:
-        other = load_learned(compare)
-        if other.sensor_ids != learned.sensor_ids:
-            raise ReportError(f"{compare}: other sensors than {source}; cannot compare clusters")
-        other_labels = cluster_labels(other.node_embedding, clusters, seed)
-        numbers["ari_models"] = {"other": str(compare), "ari": adjusted_rand_index(labels, other_labels),
-                                 "other_seed": other.train_settings.get("seed")}
+                                   "ari": adjusted_rand_index(labels, cluster_labels(emb, k, seed + 1))}
+    stability = cluster_stability(emb, [o.node_embedding for o in others], k, seed, stability_ks)
+    numbers["stability"] = stability
+    numbers["ari_models"] = [
+        {"other": o.source, "other_seed": o.train_settings.get("seed"),
+         "ari": adjusted_rand_index(labels, cluster_labels(o.node_embedding, k, seed)),
+         "distance_correlation": rho}
+        for o, rho in zip(others, stability.get("distance_correlation", []))]
     figures: dict[str, Path] = {}
     notes: list[str] = []
+    figures["cluster_stability"] = plots.plot_cluster_stability(stability["by_k"], k, stability["recommended_k"],
+                                                                out / "cluster_stability.png")
 
     pca, ratios = pca_2d(emb)
     tsne, perplexity = tsne_2d(emb, seed)
@@ -429,6 +435,58 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
     return Report(out, figures, summary, numbers)
 
 
+def _load_others(source: str | Path, learned: Learned,
+                 compare: str | Path | Sequence[str | Path] | None) -> list[Learned]:
+    """The models to compare with, checked to describe the same sensors in the same order."""
+    if compare is None:
+        return []
+    paths = [compare] if isinstance(compare, (str, Path)) else list(compare)
+    others = []
+    for path in paths:
+        other = load_learned(path)
+        if other.sensor_ids != learned.sensor_ids:
+            raise ReportError(f"{path}: other sensors than {source}; cannot compare clusters")
+        others.append(other)
+    return others
+
+
+def _stability_lines(nb: dict[str, Any]) -> list[str]:
+    """The reproducibility part of the summary."""
+    st, k = nb["stability"], nb["clusters"]
+    many = "models_ari" in st["by_k"][0]
+    lines = ["", f"How often the partition comes back (median adjusted Rand index; 1 = identical, 0 = chance). "
+             f"K-means seeds: {nb['seed']} vs the next {SEED_PAIRS} on "
+             f"{'each model' if many else 'this model'}"
+             + (f"; models: every pair of the {len(nb['ari_models']) + 1} models (minimum in brackets)." if many
+                else "; give `--compare` other trained models to measure reproducibility across training."), "",
+             "| k | k-means seeds | " + ("models |" if many else ""), "| --- | --- |" + (" --- |" if many else "")]
+    for r in st["by_k"]:
+        mark = " (shown)" if r["k"] == k else ""
+        mark += " (most reproducible)" if r["k"] == st["recommended_k"] else ""
+        row = f"| {r['k']}{mark} | {r['seeds_ari']:.3f} |"
+        if many:
+            row += f" {r['models_ari']:.3f} ({r['models_ari_min']:.3f}) |"
+        lines.append(row)
+    lines += ["", f"Most reproducible across {st['basis']}: k = {st['recommended_k']} "
+              f"(`himnet report --clusters {st['recommended_k']}`; the service takes it as `HIMNET_CLUSTERS`)."]
+    if many:
+        lines += ["", "| compared with | training seed | ARI at k = " + str(k) + " | geometry (Spearman ρ of "
+                  "pairwise distances) |", "| --- | --- | --- | --- |"]
+        for m in nb["ari_models"]:
+            lines.append(f"| `{m['other']}` | {m['other_seed']} | {m['ari']:.3f} | {m['distance_correlation']:.3f} |")
+        jac = ", ".join(f"{c}: {j:.2f}" for c, j in enumerate(st["cluster_jaccard"]))
+        lines += ["", f"Each cluster's best match in the other models (median Jaccard index, 1 = found again "
+                  f"whole): {jac}."]
+        rho = float(np.median(st["distance_correlation"]))
+        best = max(r["models_ari"] for r in st["by_k"])
+        if rho >= 0.6 and best < 0.6:
+            lines += ["", f"The models agree on the geometry (median ρ = {rho:.2f}) far more than on any "
+                      f"partition (best median ARI {best:.2f}): the sensors lie on a continuum, not in "
+                      "separate groups, so cluster boundaries move from model to model; read the clusters "
+                      "as regions of that continuum."]
+    return lines
+
+
 def render_summary(nb: dict[str, Any]) -> str:
     """The Markdown summary: what was read, the numbers, the figures."""
     lines = [f"# HimNet embedding report: {nb['dataset']}", "",
@@ -436,13 +494,8 @@ def render_summary(nb: dict[str, Any]) -> str:
              f"{nb['data']}.", "",
              "## Spatial clusters", "",
              f"k-means (`model.clustering.kmeans`, k = {nb['clusters']}, seed {nb['seed']}: the service's "
-             f"`GET /embeddings` clusters) sizes: {nb['cluster_sizes']}.", "",
-             "| stability | adjusted Rand index |", "| --- | --- |",
-             f"| k-means seed {nb['ari_kmeans_seeds']['seeds'][0]} vs {nb['ari_kmeans_seeds']['seeds'][1]} "
-             f"(same model) | {nb['ari_kmeans_seeds']['ari']:.3f} |"]
-    if "ari_models" in nb:
-        m = nb["ari_models"]
-        lines.append(f"| this model vs `{m['other']}` (training seed {m['other_seed']}) | {m['ari']:.3f} |")
+             f"`GET /embeddings` clusters) sizes: {nb['cluster_sizes']}."]
+    lines += _stability_lines(nb)
     lines += ["", f"PCA explains {100 * nb['pca_explained'][0]:.1f}% + {100 * nb['pca_explained'][1]:.1f}% "
               f"of the variance; t-SNE perplexity {nb['tsne_perplexity']:.1f}.", ""]
     if "cluster_profiles" in nb:
@@ -480,6 +533,18 @@ def render_summary(nb: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _clusters_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = "example:  himnet report runs/los/checkpoint.pt --out runs/los/report"
@@ -487,10 +552,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for the PNG figures and report.md")
     parser.add_argument("--data", help="dataset (default: the one the checkpoint was trained on / the bundle names)")
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--clusters", type=int, default=DEFAULT_CLUSTERS, help="k of the spatial k-means")
+    parser.add_argument("--clusters", type=_clusters_arg, default=DEFAULT_CLUSTERS,
+                        help="k of the spatial k-means (the service's default), or 'auto': the most reproducible k")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="k-means / t-SNE seed")
-    parser.add_argument("--compare", type=Path, help="a second checkpoint or bundle (e.g. another training seed): "
-                                                     "ARI of the two models' clusters")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="MODEL",
+                        help="other checkpoints or bundles of the same sensors (e.g. other training seeds): "
+                             "how reproducible the clusters and the embedding are across them")
+    parser.add_argument("--stability-k", type=int_list, default=DEFAULT_KS, metavar="K,K,...",
+                        help="cluster counts to measure reproducibility at")
     parser.add_argument("--top-k", type=int_list, default=(5, 10), help="neighbour counts for the graph overlap")
     parser.add_argument("--temporal-clusters", type=int, default=6)
 
@@ -499,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = build_report(args.source, args.out, data=args.data, data_options=parse_options(args.data_option),
                               clusters=args.clusters, seed=args.seed, compare=args.compare, top_ks=args.top_k,
-                              temporal_clusters=args.temporal_clusters)
+                              temporal_clusters=args.temporal_clusters, stability_ks=args.stability_k)
     except (ReportError, DatasetError) as exc:
         print(f"himnet report: {exc}", file=sys.stderr)
         return 2

@@ -183,3 +183,25 @@ def plot_cluster_profiles(means: dict[str, np.ndarray], steps_per_day: int, labe
     axes[0].set_ylabel("mean reading (missing left out)")
     axes[1].legend(title="cluster (sensors)", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, path)
+
+
+def plot_cluster_stability(rows: Sequence[dict[str, Any]], shown_k: int, best_k: int, path: Path) -> Path:
+    """Median adjusted Rand index against k: across k-means seeds and, when measured, across
+    trained models (band down to the worst pair); the k shown in the report and the best marked."""
+    ks = [r["k"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(ks, [r["seeds_ari"] for r in rows], "o-", color="tab:blue", label="k-means seeds (same model)")
+    if "models_ari" in rows[0]:
+        ax.plot(ks, [r["models_ari"] for r in rows], "s-", color="tab:red", label="trained models (median pair)")
+        ax.fill_between(ks, [r["models_ari_min"] for r in rows], [r["models_ari"] for r in rows],
+                        color="tab:red", alpha=0.15, label="down to the worst pair")
+    ax.axvline(shown_k, color="grey", linestyle=":", label=f"k shown (k = {shown_k})")
+    ax.axvline(best_k, color="black", linestyle="--", label=f"most reproducible (k = {best_k})")
+    ax.set_xlabel("clusters k")
+    ax.set_ylabel("adjusted Rand index")
+    ax.set_ylim(min(0.0, *(r.get("models_ari_min", 0.0) for r in rows)) - 0.02, 1.02)
+    ax.set_xticks(ks)
+    ax.set_title("how often the spatial clusters come back")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+    return _save(fig, path)

@@ -29,7 +29,7 @@ from training.report import (
 )
 
 N = 10
-FIGURES = {"spatial_embeddings", "cluster_map", "temporal_similarity", "temporal_clusters", "adjacency",
+FIGURES = {"spatial_embeddings", "cluster_stability", "cluster_map", "temporal_similarity", "temporal_clusters", "adjacency",
            "cluster_profiles"}
 
 
@@ -88,10 +88,25 @@ def test_clusters_are_the_services(report, data, tmp_path):
 def test_stability_numbers(report):
     ari = report.numbers["ari_kmeans_seeds"]["ari"]
     assert -1.0 <= ari <= 1.0
-    assert report.numbers["ari_models"]["other_seed"] == 1
-    assert -1.0 <= report.numbers["ari_models"]["ari"] <= 1.0
+    (other,) = report.numbers["ari_models"]
+    assert other["other_seed"] == 1
+    assert -1.0 <= other["ari"] <= 1.0 and -1.0 <= other["distance_correlation"] <= 1.0
+    st = report.numbers["stability"]
+    assert [r["k"] for r in st["by_k"]] == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert st["basis"] == "trained models" and st["recommended_k"] in range(3, 11)
+    assert len(st["cluster_jaccard"]) == 3
+    text = report.summary.read_text()
+    assert "| 3 (shown)" in text and "geometry (Spearman" in text
     assert adjusted_rand_index([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(1.0)
     assert adjusted_rand_index([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1]) < 0.0
+
+
+def test_auto_clusters_show_the_most_reproducible_k(data, tmp_path):
+    path = tiny_checkpoint(data, 0).save(tmp_path / "a.pt")
+    rep = build_report(path, tmp_path / "r", clusters="auto", stability_ks=(2, 3, 4), top_ks=(3,))
+    assert rep.numbers["clusters"] == rep.numbers["stability"]["recommended_k"]
+    assert rep.numbers["stability"]["basis"] == "k-means seeds" and rep.numbers["ari_models"] == []
+    assert "give `--compare`" in rep.summary.read_text()
 
 
 def test_neighbour_overlap_against_known_graphs():
