@@ -473,7 +473,8 @@ def _stability_lines(nb: dict[str, Any]) -> list[str]:
         lines += ["", "| compared with | training seed | ARI at k = " + str(k) + " | geometry (Spearman ρ of "
                   "pairwise distances) |", "| --- | --- | --- | --- |"]
         for m in nb["ari_models"]:
-            lines.append(f"| `{m['other']}` | {m['other_seed']} | {m['ari']:.3f} | {m['distance_correlation']:.3f} |")
+            seed = "-" if m["other_seed"] is None else m["other_seed"]  # bundles do not record it
+            lines.append(f"| `{m['other']}` | {seed} | {m['ari']:.3f} | {m['distance_correlation']:.3f} |")
         jac = ", ".join(f"{c}: {j:.2f}" for c, j in enumerate(st["cluster_jaccard"]))
         lines += ["", f"Each cluster's best match in the other models (median Jaccard index, 1 = found again "
                   f"whole): {jac}."]

@@ -227,3 +227,8 @@ def test_temporal_contexts_and_hourly_averaging():
     assert coarse[5, 2] == 1.0 and np.allclose(coarse.sum(1), 1.0)
     sim = hourly_similarity(np.random.default_rng(0).normal(size=(288, 3)), np.ones((7, 2)))
     assert sim.shape == (168, 168) and np.allclose(sim, sim.T)
+    against_bundle = build_report(report.numbers["source"], tmp_path / "vs", data=data, clusters=3,
+                                  compare=[bundle], stability_ks=(3,), top_ks=(3,))
+    (row,) = against_bundle.numbers["ari_models"]
+    assert row["ari"] == pytest.approx(1.0) and row["distance_correlation"] == pytest.approx(1.0)
+    assert f"| `{bundle}` | - | 1.000 | 1.000 |" in against_bundle.summary.read_text()  # no training seed
