@@ -357,9 +357,10 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
     n = len(learned.sensor_ids)
     emb = learned.node_embedding
     others = _load_others(source, learned, compare)
+    constant = not np.ptp(emb, axis=0).any()  # w/o E_s: every sensor has the same embedding
     if clusters == "auto":
-        clusters = cluster_stability(emb, [o.node_embedding for o in others], DEFAULT_CLUSTERS, seed,
-                                     stability_ks)["recommended_k"]
+        clusters = 1 if constant else cluster_stability(emb, [o.node_embedding for o in others],
+                                                        DEFAULT_CLUSTERS, seed, stability_ks)["recommended_k"]
     elif not isinstance(clusters, int) or clusters < 1:
         raise ReportError(f"clusters must be a positive number or 'auto', got {clusters!r}")
     labels = cluster_labels(emb, clusters, seed)
@@ -370,17 +371,22 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
                                "labels": labels.tolist()}
     numbers["ari_kmeans_seeds"] = {"seeds": [seed, seed + 1],
                                    "ari": adjusted_rand_index(labels, cluster_labels(emb, k, seed + 1))}
-    stability = cluster_stability(emb, [o.node_embedding for o in others], k, seed, stability_ks)
-    numbers["stability"] = stability
-    numbers["ari_models"] = [
-        {"other": o.source, "other_seed": o.train_settings.get("seed"),
-         "ari": adjusted_rand_index(labels, cluster_labels(o.node_embedding, k, seed)),
-         "distance_correlation": rho}
-        for o, rho in zip(others, stability.get("distance_correlation", []))]
     figures: dict[str, Path] = {}
     notes: list[str] = []
-    figures["cluster_stability"] = plots.plot_cluster_stability(stability["by_k"], k, stability["recommended_k"],
-                                                                out / "cluster_stability.png")
+    numbers["ari_models"] = []
+    if constant:
+        notes.append("the spatial embedding is the same for every sensor (ablation w/o E_s): one cluster, "
+                     "no reproducibility to measure")
+    else:
+        stability = cluster_stability(emb, [o.node_embedding for o in others], k, seed, stability_ks)
+        numbers["stability"] = stability
+        numbers["ari_models"] = [
+            {"other": o.source, "other_seed": o.train_settings.get("seed"),
+             "ari": adjusted_rand_index(labels, cluster_labels(o.node_embedding, k, seed)),
+             "distance_correlation": rho}
+            for o, rho in zip(others, stability.get("distance_correlation", []))]
+        figures["cluster_stability"] = plots.plot_cluster_stability(
+            stability["by_k"], k, stability["recommended_k"], out / "cluster_stability.png")
 
     pca, ratios = pca_2d(emb)
     tsne, perplexity = tsne_2d(emb, seed)
@@ -496,7 +502,8 @@ def render_summary(nb: dict[str, Any]) -> str:
              "## Spatial clusters", "",
              f"k-means (`model.clustering.kmeans`, k = {nb['clusters']}, seed {nb['seed']}: the service's "
              f"`GET /embeddings` clusters) sizes: {nb['cluster_sizes']}."]
-    lines += _stability_lines(nb)
+    if "stability" in nb:
+        lines += _stability_lines(nb)
     lines += ["", f"PCA explains {100 * nb['pca_explained'][0]:.1f}% + {100 * nb['pca_explained'][1]:.1f}% "
               f"of the variance; t-SNE perplexity {nb['tsne_perplexity']:.1f}.", ""]
     if "cluster_profiles" in nb:

@@ -212,6 +212,11 @@ def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path
     assert from_bundle.numbers["labels"] == report.numbers["labels"]
     assert set(from_bundle.figures) == FIGURES
     assert from_bundle.numbers["adjacency_overlap"] == report.numbers["adjacency_overlap"]
+    against_bundle = build_report(report.numbers["source"], tmp_path / "vs", data=data, clusters=3,
+                                  compare=[bundle], stability_ks=(3,), top_ks=(3,))
+    (row,) = against_bundle.numbers["ari_models"]
+    assert row["ari"] == pytest.approx(1.0) and row["distance_correlation"] == pytest.approx(1.0)
+    assert f"| `{bundle}` | - | 1.000 | 1.000 |" in against_bundle.summary.read_text()  # no training seed
 
 
 def test_temporal_contexts_and_hourly_averaging():
@@ -227,8 +232,18 @@ def test_temporal_contexts_and_hourly_averaging():
     assert coarse[5, 2] == 1.0 and np.allclose(coarse.sum(1), 1.0)
     sim = hourly_similarity(np.random.default_rng(0).normal(size=(288, 3)), np.ones((7, 2)))
     assert sim.shape == (168, 168) and np.allclose(sim, sim.T)
-    against_bundle = build_report(report.numbers["source"], tmp_path / "vs", data=data, clusters=3,
-                                  compare=[bundle], stability_ks=(3,), top_ks=(3,))
-    (row,) = against_bundle.numbers["ari_models"]
-    assert row["ari"] == pytest.approx(1.0) and row["distance_correlation"] == pytest.approx(1.0)
-    assert f"| `{bundle}` | - | 1.000 | 1.000 |" in against_bundle.summary.read_text()  # no training seed
+
+
+def test_a_model_without_spatial_embedding_has_no_stability_to_measure(data, tmp_path):
+    """w/o E_s gives every sensor the same embedding: one cluster, said so, no stability table."""
+    paths = []
+    for seed in (0, 1):
+        ckpt = tiny_checkpoint(data, seed)
+        ckpt.config = ckpt.config.replace(ablation="no_e_s")
+        torch.manual_seed(seed)
+        ckpt.state_dict = HimNet(ckpt.config).state_dict()
+        paths.append(ckpt.save(tmp_path / f"no_e_s_{seed}.pt"))
+    rep = build_report(paths[0], tmp_path / "r", clusters="auto", compare=paths[1:], top_ks=(3,))
+    assert rep.numbers["clusters"] == 1 and "stability" not in rep.numbers and rep.numbers["ari_models"] == []
+    assert "cluster_stability" not in rep.figures and set(rep.figures) == FIGURES - {"cluster_stability"}
+    assert "w/o E_s" in rep.summary.read_text()
