@@ -29,7 +29,7 @@ from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import evaluate_model, parse_options
 from training.loop import fit, seed_everything
-from training.train import TrainSettings, int_list, resolve
+from training.train import TrainSettings, embedding_dims_arg, resolve
 from training.windows import PreparedData, prepare
 
 log = logging.getLogger("himnet.ablation")
@@ -228,7 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model (default: the preset's)")
     g.add_argument("--preset", default="metr-la")
     g.add_argument("--hidden", type=int)
-    g.add_argument("--embedding-dims", type=int_list, metavar="TOD,DOW,S,ST",
+    g.add_argument("--embedding-dims", type=embedding_dims_arg, metavar="TOD,DOW,S,ST",
                    help="embedding sizes override; DOW 0 when test days of week never occur in training "
                         "(one week of LOS-LOOP: 8,0,16,16)")
     g.add_argument("--batch-size", type=int)
@@ -253,9 +253,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if args.embedding_dims is not None and len(args.embedding_dims) != 4:
-        print("himnet ablation: --embedding-dims needs four sizes TOD,DOW,S,ST", file=sys.stderr)
-        return 2
     options = dict(data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
                    max_nodes=args.max_nodes, hidden=args.hidden, embedding_dims=args.embedding_dims,
                    batch_size=args.batch_size, epochs=args.epochs,

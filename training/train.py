@@ -221,6 +221,17 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.replace(",", " ").split()) if text.strip() else ()
 
 
+def embedding_dims_arg(text: str) -> tuple[int, int, int, int]:
+    """--embedding-dims: four non-negative sizes TOD,DOW,S,ST (argparse rejects anything else)."""
+    try:
+        dims = int_list(text)
+    except ValueError:
+        dims = ()
+    if len(dims) != 4 or min(dims) < 0:
+        raise argparse.ArgumentTypeError(f"needs four sizes TOD,DOW,S,ST (each >= 0), got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = ("examples:  himnet train --epochs 5 --hidden 16        (synthetic data)\n"
@@ -241,7 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and optimisation (default: the preset's)")
     g.add_argument("--preset", default="metr-la", help="metr-la, pems-bay, pems03, pems04, pems07, pems08")
     g.add_argument("--hidden", type=int, help="hidden size override")
-    g.add_argument("--embedding-dims", type=int_list, metavar="TOD,DOW,S,ST", help="embedding sizes override")
+    g.add_argument("--embedding-dims", type=embedding_dims_arg, metavar="TOD,DOW,S,ST", help="embedding sizes override")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--eval-batch-size", type=int, default=64)
     g.add_argument("--lr", type=float)
@@ -263,9 +274,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.embedding_dims is not None and len(args.embedding_dims) != 4:
-        print("himnet train: --embedding-dims needs four sizes TOD,DOW,S,ST", file=sys.stderr)
-        return 2
     options = dict(
         data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
         in_steps=args.in_steps, out_steps=args.out_steps, max_nodes=args.max_nodes, epochs=args.epochs,

@@ -75,7 +75,11 @@ def test_cli(tmp_path, capsys):
     assert (config.tod_embedding_dim, config.dow_embedding_dim, config.node_embedding_dim,
             config.st_embedding_dim) == (3, 0, 4, 5)
     assert main(["ablation", "--variants", "none,bogus", "--output", str(tmp_path / "x")]) == 2
-    assert main(["ablation", "--embedding-dims", "3,0,4", "--output", str(tmp_path / "y")]) == 2
+    for bad in ("3,0,4", "3,0,4,x", "3,-1,4,5"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["ablation", "--embedding-dims", bad, "--output", str(tmp_path / "y")])
+        assert exit_.value.code == 2
+    assert "needs four sizes TOD,DOW,S,ST" in capsys.readouterr().err
 
 
 def test_unseen_test_weekdays_are_reported():
