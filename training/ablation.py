@@ -216,9 +216,8 @@ def compare_to_full(result: AblationResult, step: int = 12) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = ("example:  himnet ablation --data los-loop --split los-loop --max-time 240 --output runs/ablation\n"
-                     "Each variant gets the same seed, split, scaler and budget; checkpoints go to "
+                     "Each variant gets the same seed, split, scaler and budget; checkpoints go to\n"
                      "<output>/<variant>/checkpoint.pt, the table to <output>/ablation.{txt,json}.")
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="synthetic", help="'synthetic', 'los-loop' or a dataset path (as for train)")

@@ -171,7 +171,6 @@ def _human(n: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = ("example:  himnet efficiency --data los-loop --split los-loop\n"
                      "Without --data the model has the preset's N and no epoch time is estimated.")
     parser.add_argument("--preset", default="metr-la")

@@ -121,7 +121,6 @@ def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("checkpoint", type=Path, help="checkpoint written by 'himnet train'")
     parser.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",

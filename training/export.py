@@ -540,17 +540,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     parser.add_argument("--version", default=None,
                         help="model version to record (default: first 12 hex digits of the weights' sha256)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--contraction", choices=("measure", *CONTRACTIONS), default="measure",
-                        help="decoder contraction order; 'measure' times both in ONNX Runtime (default)")
+                        help="decoder contraction order; 'measure' times both in ONNX Runtime")
     parser.add_argument("--parity-data", type=Path, default=None,
                         help="npz with readings/input_time/target_time (raw units) to check parity on; "
                              "default: synthetic windows from the checkpoint's scaler")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="allowed |exported - eager| in raw units, absolute part (default 1e-4)")
+                        help="allowed |exported - eager| in raw units, absolute part")
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
-                        help="relative part: each forecast may differ by tolerance + rtol·|eager| (default 1e-5)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for export checks (default 2)")
+                        help="relative part: each forecast may differ by tolerance + rtol·|eager|")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for export checks")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
 
 

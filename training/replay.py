@@ -429,7 +429,6 @@ def _detail(response: Any) -> str:
 
 # --- command line ------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.description = ("stream a dataset's readings into a running forecast service at a chosen "
                           "speed-up, ask forecasts as it goes and report online accuracy per horizon")
     parser.add_argument("--url", default=os.environ.get("HIMNET_URL", "http://127.0.0.1:8000"),

@@ -554,8 +554,9 @@ def _clusters_arg(text: str) -> int | str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.epilog = "example:  himnet report runs/los/checkpoint.pt --out runs/los/report"
+    parser.epilog = ("examples:  himnet report runs/los/checkpoint.pt --out runs/los/report\n"
+                     "           himnet report runs/s0/checkpoint.pt --out report --compare runs/s1/checkpoint.pt "
+                     "runs/s2/checkpoint.pt --clusters auto")
     parser.add_argument("source", type=Path, help="checkpoint file (himnet train) or bundle directory (himnet export)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the PNG figures and report.md")
     parser.add_argument("--data", help="dataset (default: the one the checkpoint was trained on / the bundle names)")

@@ -233,7 +233,6 @@ def embedding_dims_arg(text: str) -> tuple[int, int, int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = ("examples:  himnet train --epochs 5 --hidden 16        (synthetic data)\n"
                      "           himnet train --preset metr-la --data metr-la.h5 --output runs/metr-la\n"
                      "           himnet train --data los-loop --split los-loop --output runs/los\n"
