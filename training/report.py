@@ -35,7 +35,15 @@ import numpy as np
 from model.time_features import time_features
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import data_from_settings, parse_options
-from training.stability import DEFAULT_KS, SEED_PAIRS, adjusted_rand_index, cluster_labels, cluster_stability
+from training.stability import (
+    DEFAULT_KS,
+    SEED_PAIRS,
+    adjusted_rand_index,
+    cluster_labels,
+    cluster_stability,
+    recommend_k,
+    stability_over_k,
+)
 from training.train import int_list
 
 # Defaults of the service (service/settings.py: clusters = 8, cluster_seed = 0).
@@ -357,12 +365,14 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
     n = len(learned.sensor_ids)
     emb = learned.node_embedding
     others = _load_others(source, learned, compare)
-    constant = not np.ptp(emb, axis=0).any()  # w/o E_s: every sensor has the same embedding
-    if clusters == "auto":
-        clusters = 1 if constant else cluster_stability(emb, [o.node_embedding for o in others],
-                                                        DEFAULT_CLUSTERS, seed, stability_ks)["recommended_k"]
-    elif not isinstance(clusters, int) or clusters < 1:
+    if clusters != "auto" and (not isinstance(clusters, int) or clusters < 1):
         raise ReportError(f"clusters must be a positive number or 'auto', got {clusters!r}")
+    other_embs = [o.node_embedding for o in others]
+    constant = not np.ptp(emb, axis=0).any()  # w/o E_s: every sensor has the same embedding
+    ks = set(stability_ks) | ({clusters} if isinstance(clusters, int) else set())
+    by_k = [] if constant else stability_over_k([emb, *other_embs], sorted(ks), seed)
+    if clusters == "auto":
+        clusters = recommend_k(by_k) if by_k else 1
     labels = cluster_labels(emb, clusters, seed)
     k = int(labels.max()) + 1
     numbers: dict[str, Any] = {"source": learned.source, "kind": learned.kind, "dataset": learned.dataset,
@@ -378,13 +388,11 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
         notes.append("the spatial embedding is the same for every sensor (ablation w/o E_s): one cluster, "
                      "no reproducibility to measure")
     else:
-        stability = cluster_stability(emb, [o.node_embedding for o in others], k, seed, stability_ks)
+        stability = cluster_stability(emb, other_embs, k, seed, by_k)
         numbers["stability"] = stability
         numbers["ari_models"] = [
-            {"other": o.source, "other_seed": o.train_settings.get("seed"),
-             "ari": adjusted_rand_index(labels, cluster_labels(o.node_embedding, k, seed)),
-             "distance_correlation": rho}
-            for o, rho in zip(others, stability.get("distance_correlation", []))]
+            {"other": o.source, "other_seed": o.train_settings.get("seed"), "ari": ari, "distance_correlation": rho}
+            for o, ari, rho in zip(others, stability.get("ari", []), stability.get("distance_correlation", []))]
         figures["cluster_stability"] = plots.plot_cluster_stability(
             stability["by_k"], k, stability["recommended_k"], out / "cluster_stability.png")
 

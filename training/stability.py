@@ -88,15 +88,16 @@ def recommend_k(rows: Sequence[dict[str, Any]]) -> int:
 
 
 def cluster_stability(main: np.ndarray, others: Sequence[np.ndarray], k: int, seed: int,
-                      ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
-    """Everything the report says about reproducibility, for the main embedding at ``k`` clusters
-    and the other models' embeddings of the same sensors (possibly none)."""
-    rows = stability_over_k([main, *others], sorted(set(ks) | {k}), seed)
-    labels = cluster_labels(main, k, seed)
-    out: dict[str, Any] = {"by_k": rows, "recommended_k": recommend_k(rows),
+                      by_k: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Everything the report says about reproducibility: the per-k table ``by_k`` (from
+    :func:`stability_over_k` over ``[main, *others]``), the k that comes back best and, with other
+    models, how the main model's k clusters and geometry compare with each of them."""
+    out: dict[str, Any] = {"by_k": list(by_k), "recommended_k": recommend_k(by_k),
                            "basis": "trained models" if others else "k-means seeds"}
     if others:
+        labels = cluster_labels(main, k, seed)
         other_labels = [cluster_labels(e, k, seed) for e in others]
+        out["ari"] = [adjusted_rand_index(labels, o) for o in other_labels]
         out["cluster_jaccard"] = np.median([best_match_jaccard(labels, o) for o in other_labels], 0).tolist()
         out["distance_correlation"] = [distance_correlation(main, e) for e in others]
     return out

@@ -50,8 +50,9 @@ def test_real_groups_come_back_at_their_k_and_only_there():
     assert by_k[3]["models_ari"] == pytest.approx(1.0) and by_k[3]["models_ari_min"] == pytest.approx(1.0)
     assert max(by_k[k]["models_ari"] for k in (4, 5, 6)) < 0.95  # splitting a tight group is arbitrary
     assert recommend_k(rows) == 3
-    out = cluster_stability(models[0], models[1:], 3, seed=0, ks=[3, 4, 5, 6])
+    out = cluster_stability(models[0], models[1:], 3, 0, rows)
     assert out["recommended_k"] == 3 and out["basis"] == "trained models"
+    assert out["ari"] == pytest.approx([1.0, 1.0])
     assert out["cluster_jaccard"] == pytest.approx([1.0, 1.0, 1.0])
     assert min(out["distance_correlation"]) > 0.9
 
@@ -61,7 +62,7 @@ def test_unrelated_models_do_not_agree():
     models = [rng.standard_normal((60, 8)) for _ in range(3)]
     rows = stability_over_k(models, [3, 5, 8], seed=0)
     assert all(abs(r["models_ari"]) < 0.15 for r in rows)
-    out = cluster_stability(models[0], [], 5, seed=0, ks=[3, 5, 8])
+    out = cluster_stability(models[0], [], 5, 0, stability_over_k(models[:1], [3, 5, 8], seed=0))
     assert out["basis"] == "k-means seeds" and "cluster_jaccard" not in out
     assert all("models_ari" not in r for r in out["by_k"])
 
