@@ -12,6 +12,7 @@ Both graphs take RAW readings and return RAW forecasts; scaling and time-feature
 are inside them::
 
     readings     B × T_in × N   float32, missing readings already replaced by ``missing_value``
+                                (the rule of ``model/missing.py``)
     input_time   B × T_in × 2   float32, (time-of-day fraction, day of week 0 = Monday)
     target_time  B × T_out × 2  float32, same encoding, for the steps to forecast
     forecast     B × T_out × N  float32 (output)
@@ -41,6 +42,7 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.ts"
 WEIGHTS_FILE = "weights.pt"
 EMBEDDINGS_FILE = "embeddings.npz"
+BUNDLE_FILES = (ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, EMBEDDINGS_FILE)  # all but the manifest
 
 INPUT_NAMES = ("readings", "input_time", "target_time")
 OUTPUT_NAMES = ("forecast", "st_embedding")
@@ -72,7 +74,7 @@ class Manifest:
     coords: list[list[float]] | None  # [latitude, longitude] per sensor, model order
     scaler_mean: float
     scaler_std: float
-    missing_value: float  # the training convention: a reading of 0 means "missing"
+    missing_value: float  # model.missing: the raw reading that means "missing" (0 today)
     st_embedding_dim: int
     metrics: dict[str, Any]  # test-split metrics from training
     parity: dict[str, dict[str, float]]  # backend -> batch size -> max |exported - eager| (raw units)
@@ -138,6 +140,11 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def checksums(bundle_dir: str | Path, names: Iterable[str]) -> dict[str, str]:
+    """The manifest's ``files`` entry: file name -> sha256 of that file in ``bundle_dir``."""
+    return {name: sha256_file(Path(bundle_dir) / name) for name in names}
 
 
 def _canonical(d: dict[str, Any]) -> bytes:

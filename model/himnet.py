@@ -265,30 +265,44 @@ class HimNet(nn.Module):
             return h.new_ones(h.shape[0], h.shape[1], self.config.st_embedding_dim)
         return self.st_proj(h)
 
-    def forward(self, x: Tensor, y_cov: Tensor, labels: Tensor | None = None,
-                batches_seen: int = 0) -> Tensor:
-        c = self.config
-        h = self.encode(x)  # B, N, H
+    def decode(self, h: Tensor, y_cov: Tensor, labels: Tensor | None = None,
+               p_teacher: float = 0.0) -> tuple[Tensor, Tensor]:
+        """The decoder loop, shared by training's ``forward`` and the served graph.
+
+        h: B, N, H (encoder state); y_cov: B, T_out, N, ycov; labels: B, T_out, N, out (scaled, used
+        with probability ``p_teacher`` per step) -> (B, T_out, N, out scaled forecast, E_st B, N, d_st).
+        E_st is returned because serving outputs it and must not encode twice to get it.
+        """
         e_st = self.st_embedding(h)  # B, N, d_st
         graph_st = adaptive_graph(e_st)  # B, N, N
         params = self.decoder.generate(e_st)
-        teacher = self.training and c.use_teacher_forcing and labels is not None
-        p_teacher = c.tf_decay_steps / (c.tf_decay_steps + math.exp(batches_seen / c.tf_decay_steps)) \
-            if teacher else 0.0
-
-        states = [h] * c.num_layers
-        go = h.new_zeros(h.shape[0], h.shape[1], c.output_dim)  # B, N, out
+        states = [h] * len(self.decoder.cells)
+        go = h.new_zeros(h.shape[0], h.shape[1], self.config.output_dim)  # B, N, out
         outputs = []
-        for t in range(c.out_steps):
+        for t in range(self.config.out_steps):
             inp = torch.cat([go, y_cov[:, t]], dim=-1)  # B, N, out + ycov
             for i, cell in enumerate(self.decoder.cells):
                 states[i] = cell(inp, states[i], graph_st, params[i])
                 inp = states[i]
-            go = self.out_proj(inp)
+            go = self.out_proj(inp)  # B, N, out
             outputs.append(go)
-            if teacher and float(torch.rand(())) < p_teacher:
+            if labels is not None and float(torch.rand(())) < p_teacher:  # one draw per step, as before
                 go = labels[:, t]
-        return torch.stack(outputs, dim=1)  # B, T_out, N, out
+        return torch.stack(outputs, dim=1), e_st  # B, T_out, N, out
+
+    def forward(self, x: Tensor, y_cov: Tensor, labels: Tensor | None = None,
+                batches_seen: int = 0) -> Tensor:
+        """x: B, T_in, N, 3; y_cov: B, T_out, N, 2 -> B, T_out, N, out (scaled units).
+
+        Teacher forcing (training only) feeds the label instead of the forecast with a
+        probability that decays with ``batches_seen``, as the official code does.
+        """
+        c = self.config
+        teacher = self.training and c.use_teacher_forcing and labels is not None
+        p_teacher = c.tf_decay_steps / (c.tf_decay_steps + math.exp(batches_seen / c.tf_decay_steps)) \
+            if teacher else 0.0
+        out, _ = self.decode(self.encode(x), y_cov, labels if teacher else None, p_teacher)
+        return out
 
     @classmethod
     def from_official(cls, state_dict: dict[str, Tensor], model_args: dict, **overrides) -> HimNet:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from model.missing import observed_mask
 from model.time_features import time_features
 from training.datasets.base import SensorData
 
@@ -22,7 +23,7 @@ def last_value(x_raw: Tensor, out_steps: int, fallback: Tensor) -> Tensor:
     ``fallback`` (N) is used for a sensor with no reading in the whole window.
     """
     b, t_in, n = x_raw.shape
-    observed = x_raw != 0  # B × T_in × N
+    observed = observed_mask(x_raw)  # B × T_in × N
     pos = torch.arange(t_in).view(1, t_in, 1).expand(b, t_in, n)
     last = torch.where(observed, pos, torch.full_like(pos, -1)).max(dim=1).values  # B × N
     value = x_raw.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)  # B × N
@@ -39,7 +40,7 @@ class HistoricalAverage:
         self.slot = np.rint(feats[:, 0] * spd).astype(np.int64) % spd  # T
         self.dow = feats[:, 1].astype(np.int64)  # T
         vals = data.values[rows].astype(np.float64)  # R × N
-        seen = (vals != 0).astype(np.float64)
+        seen = observed_mask(vals).astype(np.float64)
         n = data.num_nodes
         sums = np.zeros((7, spd, n))
         counts = np.zeros((7, spd, n))

@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from model.missing import observed_mask
+
 LOSSES = ("masked_mae", "huber", "masked_mse")
 
 
 def masked_mae(pred: Tensor, target: Tensor) -> Tensor:
     """Mean |pred − target| over targets ≠ 0 (0 marks a missing reading); 0 when all missing."""
-    mask = (target != 0).to(pred.dtype)
+    mask = observed_mask(target).to(pred.dtype)
     return ((pred - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
@@ -28,7 +30,7 @@ def loss_terms(name: str, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]
     ``masked_mse`` is not the paper's: it trains for RMSE where that is the figure that counts.
     """
     if name in ("masked_mae", "masked_mse"):
-        mask = (target != 0).to(pred.dtype)
+        mask = observed_mask(target).to(pred.dtype)
         err = (pred - target).abs() if name == "masked_mae" else (pred - target).square()
         return (err * mask).sum(), mask.sum()
     if name == "huber":  # δ = 1, every element counts (the PEMS flow sets have no zero-masking)
@@ -59,7 +61,7 @@ class MetricSums:
         """pred, target: B × T_out × N (× 1), inverse-scaled."""
         pred = pred.detach().reshape(pred.shape[0], self.steps, -1).double().cpu()  # B × T × (N·C)
         target = target.detach().reshape(target.shape[0], self.steps, -1).double().cpu()
-        mask = target != 0
+        mask = observed_mask(target)
         err = torch.where(mask, pred - target, torch.zeros_like(pred))
         safe = torch.where(mask, target.abs(), torch.ones_like(target))
         self.abs_err += err.abs().sum(dim=(0, 2))

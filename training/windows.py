@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from model.serving import assemble_inputs
 from model.time_features import time_features
 from training.datasets.base import DatasetError, SensorData
 
@@ -152,12 +153,10 @@ class WindowDataset(Dataset):
     def __getitem__(self, item: int | list[int] | np.ndarray) -> Batch:
         single = np.isscalar(item)
         starts = torch.from_numpy(self.starts[np.atleast_1d(np.asarray(item, dtype=np.int64))])  # B
-        n = self.raw.shape[1]
         rows_in = starts[:, None] + torch.arange(self.in_steps)  # B × T_in
         rows_out = starts[:, None] + self.in_steps + torch.arange(self.out_steps)  # B × T_out
-        t_in = self.time[rows_in].unsqueeze(2).expand(-1, -1, n, -1)  # B × T_in × N × 2
-        x = torch.cat([self.scaled[rows_in].unsqueeze(-1), t_in], dim=-1)  # B × T_in × N × 3
-        y_cov = self.time[rows_out].unsqueeze(2).expand(-1, -1, n, -1).contiguous()  # B × T_out × N × 2
+        # x: B × T_in × N × 3, y_cov: B × T_out × N × 2, built as the served graph builds them
+        x, y_cov = assemble_inputs(self.scaled[rows_in], self.time[rows_in], self.time[rows_out])
         labels = self.scaled[rows_out].unsqueeze(-1)  # B × T_out × N × 1
         target = self.raw[rows_out].unsqueeze(-1)  # B × T_out × N × 1
         batch = Batch(x, y_cov, labels, target, starts)

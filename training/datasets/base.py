@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from model.missing import missing_mask
+
 
 class DatasetError(ValueError):
     """A dataset file is missing or malformed; the message names the file and the problem."""
@@ -138,7 +140,7 @@ class SensorData:
             "start": str(self.timestamps[0]),
             "end": str(self.timestamps[-1]),
             "timezone": self.timezone,
-            "missing_fraction": float((self.values == 0).mean()),
+            "missing_fraction": float(missing_mask(self.values).mean()),
         }
 
 

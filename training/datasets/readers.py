@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model.missing import MISSING_VALUE
 from model.time_features import time_features
 from training.datasets.base import DatasetError, SensorData, regular_timestamps
 from training.datasets.graph_files import (
@@ -59,7 +60,7 @@ def _clean(path: Path, values: np.ndarray) -> np.ndarray:
         raise DatasetError(path, f"expected T × N values, got shape {vals.shape}")
     if np.isinf(vals).any():
         raise DatasetError(path, "values contain infinity")
-    return np.nan_to_num(vals, nan=0.0)
+    return np.nan_to_num(vals, nan=MISSING_VALUE)
 
 
 def _regularise(path: Path, stamps: np.ndarray, values: np.ndarray,
@@ -79,7 +80,7 @@ def _regularise(path: Path, stamps: np.ndarray, values: np.ndarray,
     rows = offsets // step
     if len(rows) and rows[-1] + 1 == len(rows):
         return stamps, values, interval_minutes
-    full = np.zeros((int(rows[-1]) + 1, values.shape[1]), dtype=np.float32)
+    full = np.full((int(rows[-1]) + 1, values.shape[1]), MISSING_VALUE, dtype=np.float32)
     full[rows] = values
     log.info("%s: %d missing time steps filled with 0", path, len(full) - len(rows))
     return regular_timestamps(stamps[0], len(full), interval_minutes), full, interval_minutes

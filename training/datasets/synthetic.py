@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.missing import MISSING_VALUE
 from training.datasets.base import SensorData, regular_timestamps
 
 CENTER = (34.05, -118.25)  # corridors are laid out around this point (lat, lon)
@@ -106,11 +107,11 @@ def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: 
     speed = np.clip(speed + noise * noise_scale, 3.0, None)
 
     # Missing readings: scattered drops plus a few whole-sensor outages of 1-6 hours.
-    speed[rng.random(speed.shape) < missing_rate] = 0.0
+    speed[rng.random(speed.shape) < missing_rate] = MISSING_VALUE
     for _ in range(outages):
         s = rng.integers(num_sensors)
         a = rng.integers(t_total)
-        speed[a:a + int(rng.integers(12, 73)), s] = 0.0
+        speed[a:a + int(rng.integers(12, 73)), s] = MISSING_VALUE
 
     return SensorData(values=speed.astype(np.float32), timestamps=stamps,
                       sensor_ids=[f"syn-{i:03d}" for i in range(num_sensors)],
