@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-from datetime import datetime, timezone
 
 import numpy as np
 import onnx
@@ -12,39 +11,14 @@ import pytest
 import torch
 
 from model import HimNet
-from model.bundle import BUNDLE_FORMAT, load_embeddings, read_manifest, sha256_file, verify_bundle
-from model.himnet import adaptive_graph
+from model.bundle import load_embeddings, read_manifest, verify_bundle
+from model.serving import ServingHimNet
 from tests.model.naive_himnet import NaiveHimNet
 from tests.tiny_model import tiny_eval_windows
 from training import export as export_mod
 from training.cli import main as cli_main
-from training.export import (DEFAULT_RTOL, DEFAULT_TOLERANCE, ExportError, ServingHimNet, _max_diff, eager_reference,
-                              export_bundle)
-
-
-def test_bundle_holds_the_contract_files(tiny_bundle, tiny_checkpoint):
-    assert sorted(p.name for p in tiny_bundle.iterdir()) == [
-        "embeddings.npz", "manifest.json", "model.onnx", "model.ts", "weights.pt"]
-    m = verify_bundle(tiny_bundle)
-    assert m.format_version == BUNDLE_FORMAT and m.model_name == "himnet"
-    assert set(m.files) == {"model.onnx", "model.ts", "weights.pt", "embeddings.npz"}
-    for name, digest in m.files.items():
-        assert sha256_file(tiny_bundle / name) == digest
-    c = tiny_checkpoint
-    assert (m.num_nodes, m.in_steps, m.out_steps, m.st_embedding_dim) == (8, 12, 12, 5)
-    assert m.sensor_ids == c.sensor_ids
-    assert c.coords is not None and m.coords == [list(xy) for xy in c.coords]
-    assert (m.scaler_mean, m.scaler_std) == (c.scaler_mean, c.scaler_std)
-    assert (m.interval_minutes, m.steps_per_day, m.timezone) == (5, 288, c.timezone)
-    assert m.missing_value == 0.0 and m.dataset == c.dataset
-    assert m.metrics == json.loads(json.dumps(c.metrics))  # test metrics travel with the model
-    assert m.metrics["test"]["model"]["all"]["mae"] > 0
-    created = datetime.fromisoformat(m.created_at)
-    assert created.utcoffset() == timezone.utc.utcoffset(None)
-    assert len(m.model_version) == 12 and int(m.model_version, 16) >= 0  # weights digest by default
-    assert m.export["contraction"] in ("generate", "pool")
-    assert m.config["contraction"] == m.export["contraction"]
-    assert set(m.export["contraction_latency_ms"]) == {"generate", "pool"}
+from training.export import DEFAULT_RTOL, DEFAULT_TOLERANCE, ExportError, export_bundle
+from training.parity import eager_reference, max_diff
 
 
 def test_parity_recorded_for_both_backends_and_batches(tiny_bundle):
@@ -63,18 +37,6 @@ def test_weights_are_the_official_layout(tiny_bundle, tiny_checkpoint):
         torch.testing.assert_close(state[key], value, rtol=0, atol=0)
     NaiveHimNet(tiny_checkpoint.config).load_state_dict(state)  # the spec's independent model takes them as is
     assert "decoder.cells.0.gate.weights_pool" in state and "node_embedding" in state
-
-
-def test_embeddings(tiny_bundle, tiny_checkpoint):
-    emb = load_embeddings(tiny_bundle)
-    assert set(emb) == {"node_embedding", "adjacency", "tod_embedding", "dow_embedding"}
-    sd = tiny_checkpoint.state_dict
-    np.testing.assert_array_equal(emb["node_embedding"], sd["node_embedding"].numpy())
-    np.testing.assert_array_equal(emb["tod_embedding"], sd["tod_embedding.weight"].numpy())
-    np.testing.assert_array_equal(emb["dow_embedding"], sd["dow_embedding.weight"].numpy())
-    assert emb["adjacency"].shape == (8, 8)
-    np.testing.assert_allclose(emb["adjacency"].sum(1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(emb["adjacency"], adaptive_graph(sd["node_embedding"]).numpy(), rtol=1e-6)
 
 
 def test_onnx_graph_is_matmul_based_with_static_parts_folded(tiny_bundle):
@@ -186,10 +148,10 @@ def test_parity_rule_allows_float32_rounding_at_speed_scale_but_not_drift():
     want = (np.full((1, 12, 2), 70.0, np.float32), st)
 
     def excess(delta: float, base: tuple = want) -> float:
-        return _max_diff((base[0] + np.float32(delta), st), base, "onnx", 1, DEFAULT_RTOL)[1]
+        return max_diff((base[0] + np.float32(delta), st), base, "onnx", 1, DEFAULT_RTOL)[1]
 
     assert excess(3e-4) <= DEFAULT_TOLERANCE  # 3e-4 <= 1e-4 + 7e-4
     assert excess(1e-3) > DEFAULT_TOLERANCE
     small = (np.full((1, 12, 2), 1.0, np.float32), st)  # near-zero outputs keep the absolute limit
     assert excess(2e-4, small) > DEFAULT_TOLERANCE
-    assert _max_diff((want[0] + np.float32(3e-4), st), want, "onnx", 1)[0] == pytest.approx(3e-4, rel=0.01)
+    assert max_diff((want[0] + np.float32(3e-4), st), want, "onnx", 1)[0] == pytest.approx(3e-4, rel=0.01)

@@ -21,7 +21,7 @@ def test_parse_split() -> None:
     assert parse_split("6,2,2") == pytest.approx((0.6, 0.2, 0.2))
     assert parse_split("tgcn") == "los-loop" and parse_split("official") == "official"
     for bad in ("7:1", "a:b:c", "0:1:1", "1:1:0"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=rf"bad split {bad!r}: (use e\.g\.|need three ratios)"):
             parse_split(bad)
 
 
