@@ -1,7 +1,11 @@
-"""HimNet network, config presets, time encoding and the bundle format (no FastAPI, no Redis).
+"""HimNet network, config presets, the served graph, time encoding, the missing-value rule and
+the bundle format (no FastAPI, no Redis).
 
 ``HimNet`` (torch) is imported lazily, on first use of ``model.HimNet``: the service imports
-``model.bundle`` and ``model.time_features`` from this package and must not pull in torch.
+``model.bundle``, ``model.time_features`` and ``model.missing`` from this package and must not
+pull in torch. The torch side: ``model.himnet`` (network), ``model.serving`` (what
+``model.onnx`` computes, and the one helper that assembles model inputs), ``model.bundle_files``
+(writing weights.pt and embeddings.npz).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from model.config import ABLATIONS, PRESETS, HimNetConfig, Preset, get_preset
+from model.missing import DEFAULT_RULE, MISSING_VALUE, MissingRule, missing_mask, observed_mask
 from model.time_features import encode_time, time_features
 
 if TYPE_CHECKING:
@@ -16,12 +21,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ABLATIONS",
+    "DEFAULT_RULE",
+    "MISSING_VALUE",
+    "MissingRule",
     "PRESETS",
     "HimNet",
     "HimNetConfig",
     "Preset",
     "encode_time",
     "get_preset",
+    "missing_mask",
+    "observed_mask",
     "time_features",
 ]
 
