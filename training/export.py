@@ -54,16 +54,14 @@ from model.himnet import HimNet
 from model.serving import ServingConfigError, ServingHimNet
 from training.checkpoint import Checkpoint, CheckpointError
 from training.manifest import build_manifest
-from training.parity import (  # noqa: F401  (ParityData, eager_reference, ...: the export's public names)
+from training.parity import (
     DEFAULT_RTOL,
     DEFAULT_TOLERANCE,
     ExportError,
     ParityData,
     as_parity_data,
     check_parity,
-    eager_reference,
     load_parity_npz,
-    max_diff,
     ort_session,
     run_ort,
     synthetic_parity_data,
