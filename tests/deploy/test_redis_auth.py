@@ -1,7 +1,8 @@
 """The Redis start scripts of docker-compose.yml (and k8s), run for real: redis-server started by
-the compose entrypoint requires the password from the secret file, refuses to start without one,
-and a sentinel started by docker/redis/start-sentinel.sh from docker/redis/sentinel.conf
-authenticates to it and requires the password from its own clients."""
+the compose entrypoint requires the password from the secret file, refuses to start without one;
+a sentinel started by docker/redis/start-sentinel.sh from docker/redis/sentinel.conf
+authenticates to it and requires the password from its own clients; the k8s Sentinel
+component's data node start script picks its role (sentinels' answer, else pod 0 is primary)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import redis
 import yaml
 
-from tests.deploy.conftest import COMPOSE_FILE, DOCKER, free_port, require_tool, wait_for
+from tests.deploy.conftest import COMPOSE_FILE, DOCKER, K8S, free_port, require_tool, wait_for
 
 PASSWORD = "s3cret+/="
 
@@ -79,10 +80,10 @@ def test_redis_refuses_to_start_without_a_password(tmp_path: Path, content: str 
     assert result.returncode != 0 and "no password" in result.stderr
 
 
-def test_sentinel_authenticates_to_the_primary_and_to_its_clients(
-        tmp_path: Path, password_file: Path, primary: dict[str, Any]) -> None:
+@pytest.fixture
+def sentinel(tmp_path: Path, password_file: Path, primary: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """docker/redis/start-sentinel.sh with compose's template, pointed at the test's primary."""
     server = require_tool("redis-server")
-    # compose's template, pointed at this test's loopback ports; the start script is the real one
     port = free_port()
     template = (DOCKER / "redis" / "sentinel.conf").read_text(encoding="utf-8")
     template = (template.replace("port 26379", f"port {port}\nbind 127.0.0.1")
@@ -103,19 +104,75 @@ def test_sentinel_authenticates_to_the_primary_and_to_its_clients(
     try:
         client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=2)
         wait_for(client.ping, 15, f"sentinel on {port}: {log.read_text()}")
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping()
-        master = client.sentinel_master("himnet")
-        assert int(master["port"]) == primary["port"] and master["is_master"]
+        yield {"port": port, "client": client, "log": log, "dir": work}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
-        def primary_seen_up() -> bool:  # past down-after-milliseconds: authenticated pings answer
-            state = client.sentinel_master("himnet")
-            return not state["is_sdown"] and int(state["last-ok-ping-reply"]) < 1000 and \
-                int(state["info-refresh"]) < 10_000
 
-        wait_for(primary_seen_up, 10, f"sentinel sees the primary up\n{log.read_text()}")
-        assert not client.sentinel_master("himnet")["is_sdown"]
-        assert (work / "sentinel.conf").stat().st_mode & 0o077 == 0, "the copy with the password is private"
+def test_sentinel_authenticates_to_the_primary_and_to_its_clients(
+        sentinel: dict[str, Any], primary: dict[str, Any]) -> None:
+    client = sentinel["client"]
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=sentinel["port"], socket_timeout=2).ping()
+    master = client.sentinel_master("himnet")
+    assert int(master["port"]) == primary["port"] and master["is_master"]
+
+    def primary_seen_up() -> bool:  # past down-after-milliseconds: authenticated pings answer
+        state = client.sentinel_master("himnet")
+        return not state["is_sdown"] and int(state["last-ok-ping-reply"]) < 1000 and \
+            int(state["info-refresh"]) < 10_000
+
+    wait_for(primary_seen_up, 10, f"sentinel sees the primary up\n{sentinel['log'].read_text()}")
+    assert not client.sentinel_master("himnet")["is_sdown"]
+    assert (sentinel["dir"] / "sentinel.conf").stat().st_mode & 0o077 == 0, "the copy with the password is private"
+
+
+K8S_START = K8S / "components" / "redis-sentinel" / "start-redis.sh"
+
+
+def start_k8s_node(tmp_path: Path, password_file: Path, pod: str, sentinel_port: int | None,
+                   ) -> tuple[subprocess.Popen[bytes], redis.Redis, Path]:
+    """k8s/components/redis-sentinel/start-redis.sh as pod ``pod`` of StatefulSet himnet-redis."""
+    require_tool("redis-server")
+    port = free_port()
+    data = tmp_path / pod
+    data.mkdir()
+    env = {"REDIS_PASSWORD_FILE": str(password_file), "POD_NAME": pod, "REDIS_SERVICE": "himnet-redis",
+           "SENTINEL_MASTER": "himnet", "SENTINEL_HOSTS": "127.0.0.1" if sentinel_port else "",
+           "SENTINEL_PORT": str(sentinel_port or 1)}
+    log = tmp_path / f"{pod}.log"
+    proc = spawn([str(K8S_START), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(data)],
+                 env, log)
+    client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=2, decode_responses=True)
+    wait_for(client.ping, 15, f"{pod} on {port}: {log.read_text() if log.exists() else ''}")
+    return proc, client, log
+
+
+@pytest.mark.parametrize("pod, role", [("himnet-redis-0", "master"), ("himnet-redis-1", "slave")])
+def test_k8s_node_without_sentinels_pod_zero_is_the_primary(tmp_path: Path, password_file: Path,
+                                                            pod: str, role: str) -> None:
+    proc, client, _log = start_k8s_node(tmp_path, password_file, pod, None)
+    try:
+        info = client.info("replication")
+        assert info["role"] == role
+        if role == "slave":
+            assert info["master_host"] == "himnet-redis-0.himnet-redis"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_k8s_node_replicates_the_primary_the_sentinels_name(
+        tmp_path: Path, password_file: Path, primary: dict[str, Any], sentinel: dict[str, Any]) -> None:
+    proc, client, log = start_k8s_node(tmp_path, password_file, "himnet-redis-1", sentinel["port"])
+    try:
+        info = client.info("replication")
+        assert info["role"] == "slave" and int(info["master_port"]) == primary["port"], log.read_text()
+        # masterauth: the replica authenticates to the primary and copies its data
+        primary["client"].set("himnet:probe", "1")
+        wait_for(lambda: client.get("himnet:probe") == "1", 15, f"replication\n{log.read_text()}")
+        assert client.info("replication")["master_link_status"] == "up"
     finally:
         proc.terminate()
         proc.wait(timeout=15)
