@@ -3,6 +3,10 @@
     python docker/requirements.py service       # base dependencies: the CPU service
     python docker/requirements.py service-gpu   # base dependencies, onnxruntime -> the `gpu` extra
     python docker/requirements.py train         # base dependencies + the `train` extra
+    python docker/requirements.py dev           # train + the `dev` extra: CI and developers
+
+scripts/lock.sh resolves each list into a hashed lock file under requirements/ (what the images
+and scripts/setup.sh install).
 
 Both onnxruntime wheels install the same `onnxruntime` package, so the GPU flavour must not list
 the CPU one: pip would install both and whichever came last would win.
@@ -16,7 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-FLAVOURS = ("service", "service-gpu", "train")
+FLAVOURS = ("service", "service-gpu", "train", "dev")
 
 
 def _name(requirement: str) -> str:
@@ -43,6 +47,8 @@ def requirements(flavour: str, pyproject: Path) -> list[str]:
         out = [r for r in base if _name(r) != "onnxruntime"] + gpu
     else:
         out = base + [r for r in extras["train"] if _name(r) != own]
+        if flavour == "dev":
+            out += [r for r in extras["dev"] if _name(r) != own]
     seen: set[str] = set()
     unique = []
     for r in out:

@@ -59,7 +59,9 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
     assert opts["--dir"] == "/data"
     assert any(str(v).split(":")[:2] == ["redis-data", "/data"] for v in redis["volumes"])
     assert "redis-data" in compose["volumes"]
-    assert "redis-cli" in redis["healthcheck"]["test"]
+    # the healthcheck asks redis-cli for PONG, authenticated with the secret's password
+    check = " ".join(redis["healthcheck"]["test"])
+    assert "redis-cli" in check and "REDISCLI_AUTH" in check and "PONG" in check
 
 
 def test_forecast_service_is_wired_like_production(compose: dict[str, Any]) -> None:
@@ -85,7 +87,7 @@ def test_forecast_service_is_wired_like_production(compose: dict[str, Any]) -> N
 
 def test_every_service_variable_is_a_setting(compose: dict[str, Any]) -> None:
     known = settings_env_names() | ENTRYPOINT_VARS
-    for name in ("forecast", "forecast-gpu"):
+    for name in ("forecast", "forecast-gpu", "forecast-sentinel"):
         unknown = sorted(k for k in compose["services"][name]["environment"] if k not in known)
         assert not unknown, f"{name}: {unknown} are read by nothing (typo?)"
 
@@ -141,3 +143,83 @@ def test_images_are_built_from_this_repository(compose: dict[str, Any], service:
     svc = compose["services"][service]
     assert svc["build"]["context"] == "."
     assert svc["image"].startswith("himnet-")
+
+
+REDIS_NODES = ("redis", "redis-primary", "redis-replica")
+SENTINELS = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")
+
+
+def test_redis_requires_the_password_from_a_secret_file(compose: dict[str, Any]) -> None:
+    assert compose["secrets"]["redis_password"]["file"].endswith("./secrets/redis-password}")
+    for name in REDIS_NODES + SENTINELS:
+        svc = compose["services"][name]
+        assert svc["secrets"] == ["redis_password"], name
+        assert svc["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+        assert svc["user"].split(":")[0] != "0", name
+        # the password never appears in a command line or the environment
+        text = " ".join(map(str, svc["entrypoint"] + svc["command"]))
+        assert "--requirepass" not in text and "REDIS_PASSWORD=" not in text, name
+    start = compose["services"]["redis"]["entrypoint"]
+    assert start[:2] == ["sh", "-c"] and "requirepass" in start[2] and "masterauth" in start[2]
+    for name in ("forecast", "forecast-gpu", "forecast-sentinel"):
+        svc = compose["services"][name]
+        assert "redis_password" in svc["secrets"], name
+        assert svc["environment"]["HIMNET_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+        assert "HIMNET_REDIS_PASSWORD" not in svc["environment"], name
+
+
+def test_redis_exporter_is_scraped_by_prometheus(compose: dict[str, Any]) -> None:
+    exporter = compose["services"]["redis-exporter"]
+    assert exporter["image"].startswith("oliver006/redis_exporter:v")
+    assert exporter["environment"]["REDIS_ADDR"] == "redis://redis:6379"
+    assert exporter["secrets"] == ["redis_password"]
+    assert "/run/secrets/redis_password" in " ".join(exporter["entrypoint"])
+    assert exporter["depends_on"]["redis"]["condition"] == "service_healthy"
+    prometheus = yaml.safe_load((REPO / "docker" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "redis"]
+    assert job["static_configs"][0]["targets"] == ["redis-exporter:9121"]
+
+
+def sentinel_conf() -> dict[str, list[str]]:
+    """{directive: arguments}; `sentinel X` directives keyed by both words."""
+    out = {}
+    for line in (REPO / "docker" / "redis" / "sentinel.conf").read_text(encoding="utf-8").splitlines():
+        words = line.split()
+        if words and not words[0].startswith("#"):
+            n = 2 if words[0] == "sentinel" else 1
+            out[" ".join(words[:n])] = words[n:]
+    return out
+
+
+def test_sentinel_profile_has_a_primary_a_replica_and_three_sentinels(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    members = [n for n, s in services.items() if "sentinel" in s.get("profiles", [])]
+    assert sorted(members) == sorted(["redis-primary", "redis-replica", *SENTINELS, "forecast-sentinel"])
+    single = services["redis"]["command"]
+    for name in ("redis-primary", "redis-replica"):
+        cmd = services[name]["command"]
+        assert cmd[:len(single)] == single, f"{name}: not the single Redis's persistence options"
+        extra = dict(zip(cmd[len(single)::2], cmd[len(single) + 1::2]))
+        assert extra["--replica-announce-ip"] == name
+        assert services[name]["entrypoint"] == services["redis"]["entrypoint"]
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1:][:2] == ["redis-primary", "6379"]
+    assert services["redis-primary"]["volumes"] != services["redis-replica"]["volumes"]
+    conf = sentinel_conf()
+    master, host, port, quorum = conf["sentinel monitor"]
+    assert (host, port) == ("redis-primary", "6379")
+    assert 2 <= int(quorum) <= len(SENTINELS) // 2 + 1, "a majority of the three must agree"
+    assert conf["port"] == ["26379"] and conf["sentinel resolve-hostnames"] == ["yes"]
+    for name in SENTINELS:
+        svc = services[name]
+        assert svc["entrypoint"][0].endswith("/start-sentinel.sh"), name
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        assert mounts[svc["entrypoint"][1]] == "./docker/redis/sentinel.conf"
+        assert mounts[svc["entrypoint"][0]] == "./docker/redis/start-sentinel.sh"
+        assert svc["environment"]["REDIS_PORT"] == "26379", "the healthcheck asks the sentinel port"
+    env = services["forecast-sentinel"]["environment"]
+    assert env["HIMNET_REDIS_SENTINELS"].split(",") == [f"{n}:26379" for n in SENTINELS]
+    assert env["HIMNET_REDIS_SENTINEL_MASTER"] == master
+    assert "HIMNET_REDIS_URL" not in env, "the sentinels, not a URL, name the primary"
+    assert set(services["forecast-sentinel"]["depends_on"]) == set(SENTINELS)
+    assert "forecast" in services["forecast-sentinel"]["networks"]["default"]["aliases"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -58,16 +59,41 @@ def test_hadolint_does_flag_a_bad_dockerfile(tmp_path: Path) -> None:
     assert result.returncode != 0 and "DL3007" in result.stdout  # :latest
 
 
+# Base images pinned to a release: a CPython patch version, an exact CUDA version (no `:3.11-slim`,
+# `:13.0-...` or `:latest`, which move under a rebuild).
+PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm$")
+PINNED_CUDA = re.compile(r"^nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$")
+
+
 def test_base_images() -> None:
-    assert parse("service").baseimage.startswith("python:3.11-slim")
-    assert parse("train").baseimage.startswith("python:3.11-slim")
+    slim_311 = re.compile(r"^python:3\.11[.-].*slim")
+    assert slim_311.match(parse("service").baseimage)
+    assert slim_311.match(parse("train").baseimage)
     gpu = parse("service-gpu")
     args = dict(i["value"].split("=", 1) for i in gpu.structure if i["instruction"] == "ARG")
     froms = [i["value"].split()[0] for i in gpu.structure if i["instruction"] == "FROM"]
     assert froms == ["${PYTHON_IMAGE}", "${CUDA_IMAGE}"]
     assert args["CUDA_IMAGE"].startswith("nvidia/cuda:13.")  # onnxruntime-gpu 1.31 needs CUDA 13
     assert "cudnn-runtime" in args["CUDA_IMAGE"]
-    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert slim_311.match(args["PYTHON_IMAGE"])
+
+
+def test_base_images_are_pinned_to_a_release() -> None:
+    assert PINNED_PYTHON.match(parse("service").baseimage), parse("service").baseimage
+    assert PINNED_PYTHON.match(parse("train").baseimage), parse("train").baseimage
+    gpu = parse("service-gpu")
+    args = dict(i["value"].split("=", 1) for i in gpu.structure if i["instruction"] == "ARG")
+    assert PINNED_PYTHON.match(args["PYTHON_IMAGE"]), args["PYTHON_IMAGE"]
+    assert PINNED_CUDA.match(args["CUDA_IMAGE"]), args["CUDA_IMAGE"]
+    # one CPython release in every image
+    assert len({parse("service").baseimage, parse("train").baseimage, args["PYTHON_IMAGE"]}) == 1
+
+
+def test_pin_patterns_reject_moving_tags() -> None:
+    for moving in ("python:3.11-slim-bookworm", "python:3.11-slim", "python:latest", "python:3.11.x-slim-bookworm"):
+        assert not PINNED_PYTHON.match(moving), moving
+    for moving in ("nvidia/cuda:13.0-cudnn-runtime-ubuntu24.04", "nvidia/cuda:latest"):
+        assert not PINNED_CUDA.match(moving), moving
 
 
 def test_service_images_have_no_torch_and_the_right_onnxruntime() -> None:
@@ -120,8 +146,11 @@ def test_dependency_layer_comes_before_the_code(name: str) -> None:
     code_at = [n for n, i in enumerate(stage) if i["instruction"] == "COPY"
                and any(p in i["value"].split() for p in ("model/", "service/", "training/"))]
     assert pip_at and code_at and max(pip_at) < min(code_at)
+    # the dependencies come from the image's hashed lock (pyproject.toml -> scripts/lock.sh)
     dep_copy = [i["value"] for i in stage[:min(code_at)] if i["instruction"] == "COPY"]
-    assert any("pyproject.toml" in v for v in dep_copy)
+    assert any(v.split()[0] == f"requirements/{name}.txt" for v in dep_copy), dep_copy
+    installs = [stage[n]["value"] for n in pip_at]
+    assert all("--require-hashes" in v and "-r /build/requirements.txt" in v for v in installs), installs
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,21 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import COMPOSE_FILE, K8S, require_tool
+from tests.deploy.conftest import COMPOSE_FILE, K8S, REPO, require_tool
 from tests.deploy.test_compose import settings_env_names
 
 OVERLAYS = ("cpu", "gpu")
+# Every overlay shipped; `sentinel` is the CPU overlay with k8s/components/redis-sentinel.
+ALL_OVERLAYS = OVERLAYS + ("sentinel",)
 # Oldest and newest Kubernetes minor versions the manifests are checked against.
 K8S_VERSIONS = ("1.30.0", "1.35.0")
 SERVICEMONITOR_SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "servicemonitor.json").read_text(encoding="utf-8"))
 CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA}
+
+
+def project_version() -> str:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -36,7 +43,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {name: render(K8S / "overlays" / name) for name in OVERLAYS}
+    return {name: render(K8S / "overlays" / name) for name in ALL_OVERLAYS}
 
 
 def validate(doc: dict[str, Any], version: str) -> None:
@@ -59,7 +66,7 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_every_rendered_object_is_valid(rendered, overlay: str, version: str) -> None:
     docs = rendered[overlay]
@@ -71,12 +78,13 @@ def test_every_rendered_object_is_valid(rendered, overlay: str, version: str) ->
         validate(doc, version)
 
 
-def test_secret_template_is_valid() -> None:
-    doc = yaml.safe_load((K8S / "base" / "secret-template.yaml").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("template", ["secret-template.yaml", "redis-secret-template.yaml"])
+def test_secret_template_is_valid(template: str) -> None:
+    doc = yaml.safe_load((K8S / "base" / template).read_text(encoding="utf-8"))
     for version in K8S_VERSIONS:
         validate(doc, version)
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
-    assert "secret-template.yaml" not in kustomization["resources"], "apply must not overwrite the key"
+    assert template not in kustomization["resources"], "apply must not overwrite the key"
 
 
 def test_validation_rejects_broken_objects(rendered) -> None:
@@ -120,7 +128,7 @@ def test_deployment_probes_drain_and_hardening(rendered, overlay: str) -> None:
     assert int(annotations["prometheus.io/port"]) == c["ports"][0]["containerPort"]
     gpus = c["resources"].get("limits", {}).get("nvidia.com/gpu")
     assert (gpus == "1") if overlay == "gpu" else (gpus is None)
-    assert c["image"] == f"himnet-service:{overlay}"
+    assert c["image"] == f"himnet-service:{project_version()}-{overlay}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -169,7 +177,7 @@ def test_selectors_and_references_line_up(rendered, overlay: str) -> None:
                                              "name": dep["metadata"]["name"]}
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     assert "replicas" not in dep["spec"], "with an autoscaler, every apply would reset the count"
-    pdb = one(docs, "PodDisruptionBudget")
+    pdb = one(docs, "PodDisruptionBudget", "himnet-forecast")
     assert matches(pdb["spec"]["selector"]["matchLabels"], pod_labels)
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "a drain could never proceed"
     monitor = one(docs, "ServiceMonitor")
@@ -189,7 +197,7 @@ def test_redis_statefulset_and_network_policy(rendered, overlay: str) -> None:
     assert headless["spec"]["clusterIP"] == "None"
     redis_labels = sts["spec"]["template"]["metadata"]["labels"]
     assert matches(headless["spec"]["selector"], redis_labels)
-    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    c, _exporter = sts["spec"]["template"]["spec"]["containers"]
     data_dir = c["args"][c["args"].index("--dir") + 1]
     claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
     assert any(m["mountPath"] == data_dir and m["name"] in claims for m in c["volumeMounts"])
@@ -199,7 +207,10 @@ def test_redis_statefulset_and_network_policy(rendered, overlay: str) -> None:
     policy = one(docs, "NetworkPolicy")
     assert matches(policy["spec"]["podSelector"]["matchLabels"], redis_labels)
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
+    by_port = {tuple(p["port"] for p in r["ports"]): r for r in policy["spec"]["ingress"]}
+    assert set(by_port) == {(6379,), (9121,)}, "Redis for the forecast pods, metrics for the scraper"
+    assert [p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][1]["ports"]] == [9121]
+    rule = by_port[(6379,)]
     (source,) = rule["from"]
     forecast_labels = one(docs, "Deployment", "himnet-forecast")["spec"]["template"]["metadata"]["labels"]
     assert set(source) == {"podSelector"}, "only pods of this namespace, selected by label"

@@ -33,6 +33,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from model.bundle import read_manifest
+from service.settings import Settings
 from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, free_port, require_tool, wait_for
 from tests.deploy.test_monitoring import dashboard_metrics, dashboard_queries, exported_families
 
@@ -103,12 +104,22 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         redis_dir.mkdir()
         options[options.index("--dir") + 1] = str(redis_dir)
         redis_port = free_port()
-        redis = Proc("redis", [redis_server, *options, "--port", str(redis_port), "--bind", "127.0.0.1",
-                               "--daemonize", "no"], tmp / "redis.log")
+        # With the service's password setting, Redis runs as compose runs it: through its start
+        # script, requiring the password from the secret file. (Until the service reads
+        # HIMNET_REDIS_PASSWORD_FILE, without a password: the service could not authenticate.)
+        password = "e2e-redis-password" if "redis_password_file" in Settings.model_fields else None
+        password_file = tmp / "redis-password"
+        start: list[str] = []
+        if password:
+            password_file.write_text(password + "\n", encoding="utf-8")
+            start = [part.replace("$$", "$") for part in compose["services"]["redis"]["entrypoint"]]
+        redis = Proc("redis", [*start, redis_server, *options, "--port", str(redis_port), "--bind",
+                               "127.0.0.1", "--daemonize", "no"], tmp / "redis.log",
+                     env={**os.environ, "REDIS_PASSWORD_FILE": str(password_file)})
         procs.append(redis)
         import redis as redis_py
 
-        client = redis_py.Redis(host="127.0.0.1", port=redis_port, socket_timeout=2)
+        client = redis_py.Redis(host="127.0.0.1", port=redis_port, password=password, socket_timeout=2)
         wait_for(lambda: client.ping(), 20, f"redis-server on port {redis_port}\n{redis.tail()}")
 
         # --- the service, through the image's entrypoint and environment ------------------------
@@ -134,6 +145,11 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "HIMNET_REDIS_URL": env["HIMNET_REDIS_URL"].replace("redis:6379", f"127.0.0.1:{redis_port}"),
             "HIMNET_API_KEY_FILE": str(secret),
         })
+        assert env["HIMNET_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+        if password:
+            env["HIMNET_REDIS_PASSWORD_FILE"] = str(password_file)
+        else:
+            del env["HIMNET_REDIS_PASSWORD_FILE"]
         service = Proc("service", [str(DOCKER / "entrypoint-service.sh")], tmp / "service.log", env=env)
         procs.append(service)
         base = f"http://127.0.0.1:{service_port}"
