@@ -15,7 +15,7 @@ the host-device copies.
 - eager:       ``model.HimNet`` in eval mode (its own caching), fed x / y_cov as training feeds it
 - torchscript: ``model.ts`` of the bundle via ``service.runtime`` (called from the loading thread)
 - onnx:        ``model.onnx`` of the bundle via ``service.runtime`` (ONNX Runtime, CPU provider)
-- naive:       ``tests/model/naive_himnet.py``: parameters regenerated at every step, Einsum
+- naive:       ``studies/naive_himnet.py``: parameters regenerated at every step, Einsum
 
 ``--histograms`` also prints the ONNX op histogram of the shipped graph next to two "before"
 graphs (the naive form exported as is, and the project model exported the plain way: EVAL mode,
@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from model import HimNet, get_preset  # noqa: E402
 from service.runtime import load_runtime  # noqa: E402
-from tests.model.naive_himnet import NaiveHimNet  # noqa: E402
+from studies.naive_himnet import NaiveHimNet  # noqa: E402
 from training.checkpoint import Checkpoint  # noqa: E402
 from training.export import export_bundle, ort_session, synthetic_parity_data  # noqa: E402
 

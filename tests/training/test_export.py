@@ -14,7 +14,7 @@ import torch
 from model import HimNet
 from model.bundle import BUNDLE_FORMAT, load_embeddings, read_manifest, sha256_file, verify_bundle
 from model.himnet import adaptive_graph
-from tests.model.naive_himnet import NaiveHimNet
+from studies.naive_himnet import NaiveHimNet
 from tests.tiny_model import tiny_eval_windows
 from training import export as export_mod
 from training.cli import main as cli_main

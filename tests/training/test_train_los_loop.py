@@ -12,7 +12,7 @@ import torch
 
 from model import HimNet
 from training.checkpoint import Checkpoint, CheckpointError
-from training.cli import main as cli_main
+from himnet.cli import main as cli_main
 from training.datasets import load_dataset
 from training.evaluate import evaluate_checkpoint
 from training.loop import LoopSettings, seed_everything, validation_loss

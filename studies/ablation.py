@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,14 @@ from typing import Any
 
 import torch
 
+from himnet.args import add_data_option, embedding_dims, parse_data_options
 from model import ABLATIONS, HimNet
 from training import distributed
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
-from training.evaluate import evaluate_model, parse_options
+from training.evaluate import evaluate_model
 from training.loop import fit, seed_everything
-from training.train import TrainSettings, embedding_dims_arg, resolve
+from training.train import TrainSettings, resolve
 from training.windows import PreparedData, prepare
 
 log = logging.getLogger("himnet.ablation")
@@ -215,19 +215,23 @@ def compare_to_full(result: AblationResult, step: int = 12) -> str:
     return "\n".join(lines)
 
 
+# what `himnet ablation` reports as the user's mistake (himnet.cli.run_command)
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, KeyError)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("example:  himnet ablation --data los-loop --split los-loop --max-time 240 --output runs/ablation\n"
                      "Each variant gets the same seed, split, scaler and budget; checkpoints go to\n"
                      "<output>/<variant>/checkpoint.pt, the table to <output>/ablation.{txt,json}.")
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="synthetic", help="'synthetic', 'los-loop' or a dataset path (as for train)")
-    g.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="reader option (repeatable)")
+    add_data_option(g)
     g.add_argument("--split", help="split spec (default: the preset's), e.g. 7:1:2, los-loop")
     g.add_argument("--max-nodes", type=int, help="use only the first K sensors")
     g = parser.add_argument_group("model (default: the preset's)")
     g.add_argument("--preset", default="metr-la")
     g.add_argument("--hidden", type=int)
-    g.add_argument("--embedding-dims", type=embedding_dims_arg, metavar="TOD,DOW,S,ST",
+    g.add_argument("--embedding-dims", type=embedding_dims, metavar="TOD,DOW,S,ST",
                    help="embedding sizes override; DOW 0 when test days of week never occur in training "
                         "(one week of LOS-LOOP: 8,0,16,16)")
     g.add_argument("--batch-size", type=int)
@@ -252,17 +256,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    options = dict(data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
+    options = dict(data_options=parse_data_options(args.data_option), preset=args.preset, split=args.split,
                    max_nodes=args.max_nodes, hidden=args.hidden, embedding_dims=args.embedding_dims,
                    batch_size=args.batch_size, epochs=args.epochs,
                    tf_decay_steps=args.tf_decay_steps,
                    max_steps=args.max_steps, max_time=args.max_time, patience=args.patience, seed=args.seed,
                    device=args.device, threads=args.threads)
-    try:
-        result = run_ablation(args.data, variants, output=args.output, **options)
-    except (DatasetError, CheckpointError, ValueError, KeyError) as exc:
-        print(f"himnet ablation: {exc}", file=sys.stderr)
-        return 2
+    result = run_ablation(args.data, variants, output=args.output, **options)
     print(f"{result.dataset['name']}: {result.test_windows} test windows; seed {args.seed}; "
           f"wall {result.wall_seconds:.0f}s")
     if result.extra.get("unseen_test_weekdays"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from training.datasets import generate_synthetic
-from training.replay import (
+from replay import (
     HorizonStats,
     OnlineAccuracy,
     ReplayError,

@@ -13,9 +13,9 @@ import torch
 from model import HimNet, HimNetConfig
 from model.clustering import kmeans
 from training.checkpoint import Checkpoint
-from training.cli import main
+from himnet.cli import main
 from training.datasets import generate_synthetic
-from training.report import (
+from studies.report import (
     adjusted_rand_index,
     build_report,
     cosine_similarity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.cli import COMMANDS, main
+from himnet.cli import COMMANDS, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -7,9 +7,9 @@ import pytest
 
 from model import HimNet, get_preset
 from model.himnet import HimGCRU
-from training import speed
-from training.cli import main
-from training.efficiency import (
+from studies import speed
+from himnet.cli import main
+from studies.efficiency import (
     cell_parameters,
     format_efficiency,
     measure,

@@ -4,7 +4,7 @@ From a checkpoint (``himnet train``) or a model bundle (``himnet export``) it co
 
 - clusters of the spatial embeddings with ``model.clustering.kmeans`` (the very function and
   defaults behind the service's ``GET /embeddings/{node}``, so both name the same clusters) and how
-  reproducible they are (``training/stability.py``): adjusted Rand index across k-means seeds and,
+  reproducible they are (``studies/stability.py``): adjusted Rand index across k-means seeds and,
   with ``--compare``, across other trained models, for every k from 3 to 10, the k that comes back
   best, each cluster's best match in the other models, and how much of the embedding's geometry
   the models share;
@@ -16,14 +16,13 @@ From a checkpoint (``himnet train``) or a model bundle (``himnet export``) it co
   neighbours) when the data has one;
 - each cluster's mean daily profile of the data (weekdays and weekends), to show what it means.
 
-Computation lives here; drawing in ``training/report_plots.py``. Python API: :func:`build_report`.
+Computation lives here; drawing in ``studies/report_plots.py``. Python API: :func:`build_report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from himnet.args import add_data_option, int_list, parse_data_options
 from model.time_features import time_features
 from training.datasets import DatasetError, SensorData, load_dataset
-from training.evaluate import data_from_settings, parse_options
-from training.stability import (
+from training.evaluate import data_from_settings
+from studies.stability import (
     DEFAULT_KS,
     SEED_PAIRS,
     adjusted_rand_index,
@@ -44,7 +44,6 @@ from training.stability import (
     recommend_k,
     stability_over_k,
 )
-from training.train import int_list
 
 # Defaults of the service (service/settings.py: clusters = 8, cluster_seed = 0).
 DEFAULT_CLUSTERS = 8
@@ -355,7 +354,7 @@ def build_report(source: str | Path, out_dir: str | Path, *, data: str | Path | 
     most reproducible. ``compare``: other checkpoints or bundles of the same sensors (e.g. other
     training seeds) to measure reproducibility against.
     """
-    from training import report_plots as plots
+    from studies import report_plots as plots
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -549,6 +548,10 @@ def render_summary(nb: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# what `himnet report` reports as the user's mistake (himnet.cli.run_command)
+USER_ERRORS = (ReportError, DatasetError)
+
+
 def _clusters_arg(text: str) -> int | str:
     if text == "auto":
         return text
@@ -568,7 +571,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, help="checkpoint file (himnet train) or bundle directory (himnet export)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the PNG figures and report.md")
     parser.add_argument("--data", help="dataset (default: the one the checkpoint was trained on / the bundle names)")
-    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    add_data_option(parser)
     parser.add_argument("--clusters", type=_clusters_arg, default=DEFAULT_CLUSTERS,
                         help="k of the spatial k-means (the service's default), or 'auto': the most reproducible k")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="k-means / t-SNE seed")
@@ -582,13 +585,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = build_report(args.source, args.out, data=args.data, data_options=parse_options(args.data_option),
-                              clusters=args.clusters, seed=args.seed, compare=args.compare, top_ks=args.top_k,
-                              temporal_clusters=args.temporal_clusters, stability_ks=args.stability_k)
-    except (ReportError, DatasetError) as exc:
-        print(f"himnet report: {exc}", file=sys.stderr)
-        return 2
+    report = build_report(args.source, args.out, data=args.data, data_options=parse_data_options(args.data_option),
+                          clusters=args.clusters, seed=args.seed, compare=args.compare, top_ks=args.top_k,
+                          temporal_clusters=args.temporal_clusters, stability_ks=args.stability_k)
     print(report.summary.read_text())
     print(f"wrote {report.summary} and {len(report.figures)} figures to {report.out_dir}")
     return 0
