@@ -23,12 +23,12 @@ from typing import Any
 import torch
 
 from himnet.args import add_data_option, embedding_dims, parse_data_options
-from model import ABLATIONS, HimNet
+from model import ABLATIONS, HimNet, HimNetConfig
 from training import distributed
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import evaluate_model
-from training.loop import fit, seed_everything
+from training.loop import LoopSettings, fit, seed_everything
 from training.train import TrainSettings, resolve
 from training.windows import PreparedData, prepare
 
@@ -91,16 +91,7 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(ABLATIONS)}")
     wall_start = time.monotonic()
-    settings = TrainSettings(**{"progress": False, **options})
-    if isinstance(data, SensorData):
-        settings.data = data.source or data.name
-    else:
-        settings.data = str(data)
-        data = load_dataset(data, **settings.data_options)
-    if settings.max_nodes:
-        data = data.subset(nodes=settings.max_nodes)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    settings, data = _settings_and_data(data, options)
     base_config, loop, split = resolve(settings, data)
     # One split and one scaler for every variant: only the model differs.
     prepared = prepare(data, split, base_config.in_steps, base_config.out_steps)
@@ -115,38 +106,10 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     rows: list[VariantResult] = []
     test_windows = 0
     for variant in variants:
-        config = base_config.replace(ablation=variant)
-        run_dir = (out_dir / variant) if out_dir is not None else Path(
-            _scratch_dir()) / variant
-        run_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(settings.seed)
-        model = HimNet(config)
-        n_params = sum(p.numel() for p in model.parameters())
-        log.info("%s (%s): %d parameters", VARIANT_NAMES[variant], variant, n_params)
-        result = fit(model, prepared, loop, run_dir, info, device)
-        model = model.cpu().eval()
-        report = evaluate_model(model, prepared, "test", "cpu", loop.eval_batch_size)
-        test_windows = report["num_windows"]
-        horizon = {h: dict(report["model"]["horizon"][h - 1]) for h in HORIZONS if h <= config.out_steps}
-        ckpt_path = None
-        if save_checkpoints and out_dir is not None:
-            ckpt = Checkpoint(
-                config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std,
-                sensor_ids=list(data.sensor_ids), interval_minutes=float(data.interval_minutes),
-                dataset=data.name,
-                coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
-                timezone=data.timezone, metrics={"test": report},
-                train_settings={**settings.to_dict(), "split": split, "ablation": variant,
-                                "history": result.history})
-            ckpt_path = str(ckpt.save(run_dir / "checkpoint.pt"))
-        rows.append(VariantResult(
-            variant=variant, horizon=horizon, average=dict(report["model"]["all"]), parameters=n_params,
-            steps=result.batches_seen, epochs=result.epochs, best_epoch=result.best_epoch,
-            stopped_because=result.stopped_because, train_seconds=result.seconds, checkpoint=ckpt_path))
-        log.info("%s: step-12 MAE %s, all-step MAE %.4f (%d steps, %.0fs)", VARIANT_NAMES[variant],
-                 f"{horizon[12]['mae']:.4f}" if 12 in horizon else "n/a", report["model"]["all"]["mae"],
-                 result.batches_seen, result.seconds)
+        run_dir = (out_dir / variant) if out_dir is not None else Path(_scratch_dir()) / variant
+        row, test_windows = _train_variant(variant, base_config, settings, loop, split, data, prepared, run_dir,
+                                           info, device, save=save_checkpoints and out_dir is not None)
+        rows.append(row)
     out = AblationResult(rows=rows, dataset=data.describe(),
                          settings={**settings.to_dict(), "split": split, "loop": dataclasses.asdict(loop),
                                    "variants": list(variants)},
@@ -157,6 +120,57 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
         (out_dir / "ablation.json").write_text(json.dumps(out.to_dict(), indent=2))
         (out_dir / "ablation.txt").write_text(format_ablation_table(out) + "\n\n" + compare_to_full(out) + "\n")
     return out
+
+
+def _settings_and_data(data: SensorData | str | Path, options: dict[str, Any]) -> tuple[TrainSettings, SensorData]:
+    """The shared training settings, and the data they describe (loaded, cut to max_nodes)."""
+    settings = TrainSettings(**{"progress": False, **options})
+    if isinstance(data, SensorData):
+        settings.data = data.source or data.name
+    else:
+        settings.data = str(data)
+        data = load_dataset(data, **settings.data_options)
+    if settings.max_nodes:
+        data = data.subset(nodes=settings.max_nodes)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    return settings, data
+
+
+def _train_variant(variant: str, base_config: HimNetConfig, settings: TrainSettings, loop: LoopSettings,
+                   split: str, data: SensorData, prepared: PreparedData, run_dir: Path,
+                   info: distributed.DistInfo, device: torch.device, save: bool) -> tuple[VariantResult, int]:
+    """Train one variant from the shared seed, test it, save its checkpoint: (its row, test windows)."""
+    config = base_config.replace(ablation=variant)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(settings.seed)
+    model = HimNet(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s (%s): %d parameters", VARIANT_NAMES[variant], variant, n_params)
+    result = fit(model, prepared, loop, run_dir, info, device)
+    model = model.cpu().eval()
+    report = evaluate_model(model, prepared, "test", "cpu", loop.eval_batch_size)
+    horizon = {h: dict(report["model"]["horizon"][h - 1]) for h in HORIZONS if h <= config.out_steps}
+    ckpt_path = None
+    if save:
+        ckpt = Checkpoint(
+            config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std,
+            sensor_ids=list(data.sensor_ids), interval_minutes=float(data.interval_minutes),
+            dataset=data.name,
+            coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
+            timezone=data.timezone, metrics={"test": report},
+            train_settings={**settings.to_dict(), "split": split, "ablation": variant,
+                            "history": result.history})
+        ckpt_path = str(ckpt.save(run_dir / "checkpoint.pt"))
+    log.info("%s: step-12 MAE %s, all-step MAE %.4f (%d steps, %.0fs)", VARIANT_NAMES[variant],
+             f"{horizon[12]['mae']:.4f}" if 12 in horizon else "n/a", report["model"]["all"]["mae"],
+             result.batches_seen, result.seconds)
+    row = VariantResult(
+        variant=variant, horizon=horizon, average=dict(report["model"]["all"]), parameters=n_params,
+        steps=result.batches_seen, epochs=result.epochs, best_epoch=result.best_epoch,
+        stopped_because=result.stopped_because, train_seconds=result.seconds, checkpoint=ckpt_path)
+    return row, report["num_windows"]
 
 
 def unseen_weekdays(prepared: PreparedData) -> list[int]:
