@@ -3,11 +3,14 @@ parsing and :class:`UserError`, the one error the dispatcher reports.
 
 A leaf module (standard library only): the commands in ``training/``, ``studies/`` and ``replay/``
 import it to declare their options; nothing else of ``himnet`` is imported below the dispatcher.
+:func:`run_command` is the one handler that reports user errors, for ``himnet`` and ``python -m replay``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from types import ModuleType
 from typing import Any
 
 
@@ -69,3 +72,24 @@ def embedding_dims(text: str) -> tuple[int, int, int, int]:
 def add_data_option(parser: argparse.ArgumentParser | Any, help_text: str = "reader option (repeatable)") -> None:
     """The repeatable ``--data-option KEY=VALUE`` every data-reading command takes."""
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown in each option's help (unless unset: None / off); examples in the epilog keep
+    their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def run_command(command: str, module: ModuleType, args: argparse.Namespace) -> int:
+    """Run one command; a user error becomes ``himnet <command>: <message>`` on stderr and its exit
+    code (2 unless the error names another), never a traceback."""
+    user_errors: tuple[type[BaseException], ...] = (UserError, *getattr(module, "USER_ERRORS", ()))
+    try:
+        return int(module.run(args) or 0)
+    except user_errors as exc:
+        print(f"himnet {command}: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))

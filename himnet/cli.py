@@ -1,8 +1,8 @@
 """``himnet``: one entry point for the offline work (train, evaluate, export, ...).
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``,
-and optionally ``USER_ERRORS``: the exception types that mean "the user's input is wrong".
-:func:`main` is the one place that reports those (and :class:`himnet.args.UserError`).
+and optionally ``USER_ERRORS``: the exception types that mean "the user's input is wrong";
+:func:`himnet.args.run_command` is the one place that reports those.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from types import ModuleType
 
-from himnet.args import UserError
+from himnet.args import HelpFormatter, run_command
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train HimNet on a dataset and write a checkpoint"),
@@ -25,16 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in each option's help (unless unset: None / off); examples in the epilog keep
-    their line breaks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="himnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,17 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
-
-
-def run_command(command: str, module: ModuleType, args: argparse.Namespace) -> int:
-    """Run one command; a user error becomes ``himnet <command>: <message>`` on stderr and its exit
-    code (2 unless the error names another), never a traceback."""
-    user_errors: tuple[type[BaseException], ...] = (UserError, *getattr(module, "USER_ERRORS", ()))
-    try:
-        return int(module.run(args) or 0)
-    except user_errors as exc:
-        print(f"himnet {command}: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 2))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from himnet.cli import HelpFormatter, run_command
+from himnet.args import HelpFormatter, run_command
 from replay import cli
 
 parser = argparse.ArgumentParser(prog="himnet replay", formatter_class=HelpFormatter)

@@ -19,7 +19,7 @@ from replay.stream import API_KEY_ENV, ReplayResult, replay
 from training.datasets import DatasetError, SensorData, load_dataset
 
 API_KEY_FILE_ENV = "HIMNET_API_KEY_FILE"
-# what `himnet replay` reports as the user's mistake or a failed run (himnet.cli.run_command);
+# what `himnet replay` reports as the user's mistake or a failed run (himnet.args.run_command);
 # a ReplayError carries its exit code (1: the run failed, 2: bad input), the others exit 2
 USER_ERRORS = (DatasetError, ReplayError, TypeError, ValueError)
 

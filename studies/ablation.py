@@ -229,7 +229,7 @@ def compare_to_full(result: AblationResult, step: int = 12) -> str:
     return "\n".join(lines)
 
 
-# what `himnet ablation` reports as the user's mistake (himnet.cli.run_command)
+# what `himnet ablation` reports as the user's mistake (himnet.args.run_command)
 USER_ERRORS = (DatasetError, CheckpointError, ValueError, KeyError)
 
 

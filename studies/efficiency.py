@@ -169,7 +169,7 @@ def _human(n: int) -> str:
     return str(n)
 
 
-# what `himnet efficiency` reports as the user's mistake (himnet.cli.run_command)
+# what `himnet efficiency` reports as the user's mistake (himnet.args.run_command)
 USER_ERRORS = (DatasetError, ValueError)
 
 

@@ -213,7 +213,7 @@ def _graph_and_profiles(draft: _Draft, learned: Learned, d: SensorData | None, l
         numbers.notes.append(f"{data_note}: no cluster profiles")
 
 
-# what `himnet report` reports as the user's mistake (himnet.cli.run_command)
+# what `himnet report` reports as the user's mistake (himnet.args.run_command)
 USER_ERRORS = (ReportError, DatasetError)
 
 

@@ -120,7 +120,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | 
     return report
 
 
-# what `himnet evaluate` reports as the user's mistake (himnet.cli.run_command)
+# what `himnet evaluate` reports as the user's mistake (himnet.args.run_command)
 USER_ERRORS = (CheckpointError, DatasetError, ValueError)
 
 

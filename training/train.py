@@ -217,7 +217,7 @@ def _warn_unseen_contexts(prepared, config: HimNetConfig) -> None:
                     config.tod_embedding_dim, config.node_embedding_dim, config.st_embedding_dim)
 
 
-# what `himnet train` reports as the user's mistake (himnet.cli.run_command)
+# what `himnet train` reports as the user's mistake (himnet.args.run_command)
 USER_ERRORS = (DatasetError, CheckpointError, ValueError, KeyError)
 
 

@@ -76,7 +76,7 @@ def test_cli(tmp_path, capsys):
             config.st_embedding_dim) == (3, 0, 4, 5)
     assert main(["ablation", "--variants", "none,bogus", "--output", str(tmp_path / "x")]) == 2
     for bad in ("3,0,4", "3,0,4,x", "3,-1,4,5"):
-        with pytest.raises(SystemExit) as exit_:
+        with pytest.raises(SystemExit, match="^2$") as exit_:  # argparse's usage error
             main(["ablation", "--embedding-dims", bad, "--output", str(tmp_path / "y")])
         assert exit_.value.code == 2
     assert "needs four sizes TOD,DOW,S,ST" in capsys.readouterr().err
