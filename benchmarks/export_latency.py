@@ -15,7 +15,7 @@ the host-device copies.
 - eager:       ``model.HimNet`` in eval mode (its own caching), fed x / y_cov as training feeds it
 - torchscript: ``model.ts`` of the bundle via ``service.runtime`` (called from the loading thread)
 - onnx:        ``model.onnx`` of the bundle via ``service.runtime`` (ONNX Runtime, CPU provider)
-- naive:       ``tests/model/naive_himnet.py``: parameters regenerated at every step, Einsum
+- naive:       ``studies/naive_himnet.py``: parameters regenerated at every step, Einsum
 
 ``--histograms`` also prints the ONNX op histogram of the shipped graph next to two "before"
 graphs (the naive form exported as is, and the project model exported the plain way: EVAL mode,
@@ -35,6 +35,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +45,10 @@ sys.path.insert(0, str(REPO))
 
 from model import HimNet, get_preset  # noqa: E402
 from service.runtime import load_runtime  # noqa: E402
-from tests.model.naive_himnet import NaiveHimNet  # noqa: E402
+from studies.naive_himnet import NaiveHimNet  # noqa: E402
 from training.checkpoint import Checkpoint  # noqa: E402
-from training.export import export_bundle, ort_session, synthetic_parity_data  # noqa: E402
+from training.export import export_bundle  # noqa: E402
+from training.parity import ort_session, synthetic_parity_data  # noqa: E402
 
 FIXTURE = REPO.parent / "shared" / "fixtures" / "himnet_reference_metr_la.npz"
 THREADS = 2
@@ -127,78 +129,81 @@ def before_graphs(ckpt: Checkpoint, workdir: Path, data) -> dict[str, Path]:
     return out
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30, help="rounds at batch 1 (default 30)")
     ap.add_argument("--rounds16", type=int, default=6, help="rounds at batch 16 (default 6)")
     ap.add_argument("--contraction", default="measure", choices=("measure", "generate", "pool"))
     ap.add_argument("--histograms", action="store_true", help="also export and time the 'before' graphs")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    args = ap.parse_args()
-    device = args.device
+    return ap.parse_args()
+
+
+def _load_backends(ckpt: Checkpoint, bundle: Path, device: str) -> tuple[Any, Any, torch.nn.Module, torch.nn.Module]:
+    """Phase 2: (ONNX runtime, TorchScript runtime or None, eager HimNet, naive HimNet) on ``device``."""
+    onnx_rt = load_runtime(bundle, backend="onnx", device=device, threads=THREADS)
+    try:
+        ts_rt = load_runtime(bundle, backend="torchscript", device=device, threads=THREADS)
+    except Exception as exc:  # noqa: BLE001 - report it and time the others
+        ts_rt = None
+        print(f"torchscript cannot run on {device}: {exc}", flush=True)
+    eager = ckpt.build_model().to(device)
+    naive = NaiveHimNet(ckpt.config)
+    naive.load_state_dict(ckpt.state_dict)
+    naive.to(device).eval()
+    return onnx_rt, ts_rt, eager, naive
+
+
+def _time_backends(ckpt: Checkpoint, data: Any, backends: tuple[Any, Any, torch.nn.Module, torch.nn.Module],
+                   device: str, rounds_by_batch: tuple[tuple[int, int], ...]
+                   ) -> tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]:
+    """Phase 3: (median, fastest) ms per batch size and backend, interleaved rounds."""
+    onnx_rt, ts_rt, eager, naive = backends
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.set_num_threads(THREADS)
-    load_before = os.getloadavg()
-    ckpt, source = metr_la_checkpoint()
-    data = synthetic_parity_data(ckpt, batch=16)
+    results: dict[int, dict[str, float]] = {}
+    fastest: dict[int, dict[str, float]] = {}  # min over rounds: least disturbed by other load
+    for batch, rounds in rounds_by_batch:
+        raw = data.take(batch)
+        x, y = model_inputs(ckpt, *raw, device=device)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = Path(tmp) / "bundle"
-        t0 = time.perf_counter()
-        manifest = export_bundle(ckpt, bundle, contraction=args.contraction, threads=THREADS)
-        export_s = time.perf_counter() - t0
-        onnx_rt = load_runtime(bundle, backend="onnx", device=device, threads=THREADS)
-        try:
-            ts_rt = load_runtime(bundle, backend="torchscript", device=device, threads=THREADS)
-        except Exception as exc:  # noqa: BLE001 - report it and time the others
-            ts_rt = None
-            print(f"torchscript cannot run on {device}: {exc}", flush=True)
-        eager = ckpt.build_model().to(device)
-        naive = NaiveHimNet(ckpt.config)
-        naive.load_state_dict(ckpt.state_dict)
-        naive.to(device).eval()
+        def run_model(m: torch.nn.Module, x: torch.Tensor = x, y: torch.Tensor = y) -> None:
+            with torch.no_grad():
+                m(x, y)
+            sync()
 
-        results: dict[int, dict[str, float]] = {}
-        fastest: dict[int, dict[str, float]] = {}  # min over rounds: least disturbed by other load
-        for batch, rounds in ((1, args.rounds), (16, args.rounds16)):
-            raw = data.take(batch)
-            x, y = model_inputs(ckpt, *raw, device=device)
+        contenders = {
+            "eager": lambda: run_model(eager),
+            "torchscript": lambda raw=raw: ts_rt.predict(*raw),
+            "onnx": lambda raw=raw: onnx_rt.predict(*raw),
+            "naive": lambda: run_model(naive),
+        }
+        if ts_rt is None:
+            del contenders["torchscript"]
+        times = interleaved_blocks(contenders, rounds)
+        results[batch] = {k: statistics.median(v) for k, v in times.items()}
+        fastest[batch] = {k: min(v) for k, v in times.items()}
+        print(f"batch {batch}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in results[batch].items()),
+              flush=True)
+    return results, fastest
 
-            def run_eager(m=eager, x=x, y=y):
-                with torch.no_grad():
-                    m(x, y)
-                sync()
 
-            def run_naive(x=x, y=y):
-                with torch.no_grad():
-                    naive(x, y)
-                sync()
+def _before_histograms(ckpt: Checkpoint, tmp: Path, data: Any) -> dict[str, tuple[collections.Counter, float]]:
+    """Phase 4 (--histograms): op histogram and batch-1 ORT latency of each 'before' graph."""
+    before = {}
+    for name, path in before_graphs(ckpt, tmp, data).items():
+        sess = ort_session(path, THREADS)
+        x, y = model_inputs(ckpt, *data.take(1))
+        feed = {"x": x.numpy(), "y_cov": y.numpy()}
+        ms = statistics.median(interleaved_blocks({name: lambda s=sess, f=feed: s.run(None, f)}, 10)[name])
+        before[name] = (op_histogram(path), ms)
+    return before
 
-            contenders = {
-                "eager": run_eager,
-                "torchscript": lambda raw=raw: ts_rt.predict(*raw),
-                "onnx": lambda raw=raw: onnx_rt.predict(*raw),
-                "naive": run_naive,
-            }
-            if ts_rt is None:
-                del contenders["torchscript"]
-            times = interleaved_blocks(contenders, rounds)
-            results[batch] = {k: statistics.median(v) for k, v in times.items()}
-            fastest[batch] = {k: min(v) for k, v in times.items()}
-            print(f"batch {batch}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in results[batch].items()),
-                  flush=True)
 
-        shipped = op_histogram(bundle / "model.onnx")
-        before = {}
-        if args.histograms:
-            for name, path in before_graphs(ckpt, Path(tmp), data).items():
-                sess = ort_session(path, THREADS)
-                x, y = model_inputs(ckpt, *data.take(1))
-                feed = {"x": x.numpy(), "y_cov": y.numpy()}
-                ms = statistics.median(interleaved_blocks({name: lambda s=sess, f=feed: s.run(None, f)}, 10)[name])
-                before[name] = (op_histogram(path), ms)
-
-    load_after = os.getloadavg()
+def _print_summary(args: argparse.Namespace, ckpt: Checkpoint, source: str, manifest: Any, export_s: float,
+                   backends: tuple[Any, ...], loads: tuple[tuple[float, ...], tuple[float, ...]],
+                   results: dict[int, dict[str, float]], fastest: dict[int, dict[str, float]]) -> None:
+    """Phase 5: the setting, the latency table and whether the targets are met."""
+    device, (onnx_rt, ts_rt), (load_before, load_after) = args.device, backends[:2], loads
     e, o, n = (results[1][k] for k in ("eager", "onnx", "naive"))
     print()
     print(f"HimNet METR-LA preset, N={ckpt.config.num_nodes}, {source}; {THREADS} threads; "
@@ -223,6 +228,26 @@ def main() -> None:
     print(f"target ORT >= 3x faster than naive at batch 1: {'met' if n / o >= 3 else 'NOT met'} ({n / o:.1f}x)")
     if "torchscript" in results[1]:
         print(f"torchscript at batch 1: {results[1]['torchscript']:.1f} ms (called from the thread that loaded it)")
+
+
+def main() -> None:
+    args = _parse_args()
+    torch.set_num_threads(THREADS)
+    load_before = os.getloadavg()
+    ckpt, source = metr_la_checkpoint()  # phase 1: the model
+    data = synthetic_parity_data(ckpt, batch=16)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        t0 = time.perf_counter()
+        manifest = export_bundle(ckpt, bundle, contraction=args.contraction, threads=THREADS)
+        export_s = time.perf_counter() - t0
+        backends = _load_backends(ckpt, bundle, args.device)
+        results, fastest = _time_backends(ckpt, data, backends, args.device,
+                                          ((1, args.rounds), (16, args.rounds16)))
+        shipped = op_histogram(bundle / "model.onnx")
+        before = _before_histograms(ckpt, Path(tmp), data) if args.histograms else {}
+    _print_summary(args, ckpt, source, manifest, export_s, backends, (load_before, os.getloadavg()),
+                   results, fastest)
     print("\nONNX op histogram, shipped graph: " + ", ".join(f"{k} {v}" for k, v in shipped.most_common()))
     for name, (hist, ms) in before.items():
         print(f"ONNX op histogram, {name} ({ms:.1f} ms at batch 1 in ORT): "

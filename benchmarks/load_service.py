@@ -247,7 +247,7 @@ def expect(status_ok: int, cache: bytes | None = None) -> Callable[[int, dict[by
     return check
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=REPO / "artifacts" / "bench-metr-la")
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_TEST_URL",
@@ -259,22 +259,111 @@ def main() -> None:
     ap.add_argument("--cached", type=int, default=8000, help="cached forecasts")
     ap.add_argument("--bare", type=int, default=300, help="bare-model repeats (each time)")
     ap.add_argument("--threads", type=int, default=2, help="runtime intra-op threads")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _service_env(args: argparse.Namespace, bundle: Path, prefix: str) -> dict[str, str]:
+    """The service's environment: this bundle, port, threads, a key prefix of its own in Redis."""
+    env = {**os.environ, "HIMNET_BUNDLE_DIR": str(bundle), "HIMNET_API_KEY": API_KEY,
+           "HIMNET_PORT": str(args.port), "HIMNET_LOG_LEVEL": "warning",
+           "HIMNET_RETENTION_MINUTES": str((args.ingest + 10) * 5),
+           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_THREADS": str(args.threads),
+           "HIMNET_REDIS_PREFIX": prefix, "PYTHONPATH": str(REPO)}
+    env.pop("REDIS_URL", None)
+    if not args.memory:
+        env["HIMNET_REDIS_URL"] = args.redis_url
+    return env
+
+
+def _phase_ingest(args: argparse.Namespace, sensors: list[str], rng: np.random.Generator,
+                  first: int, last: int) -> dict[str, float]:
+    ingest = [http("POST", "/readings", json.dumps({"readings": [{
+        "timestamp": iso(s), "values": dict(zip(sensors, rng.uniform(5, 70, len(sensors))
+                                                .round(2).tolist()))}]}).encode(), key=True)
+        for s in range(first, last + 1)]
+    lat, wall = asyncio.run(drive(args.port, ingest, 4, expect(200)))
+    return summary("ingest (207-sensor snapshots)", lat, wall, len(sensors), "readings/s")
+
+
+def _phase_uncached(args: argparse.Namespace, t_in: int, first: int, last: int) -> dict[str, float]:
+    slots = list(range(last - args.uncached + 1, last + 1))
+    assert slots[0] - args.uncached - t_in + 1 >= first, "ingest > 2 × uncached snapshots"
+    uncached = [http("POST", "/forecast", json.dumps({"as_of": iso(s)}).encode()) for s in slots]
+    before = server_sums(args.port)
+    lat, wall = asyncio.run(drive(args.port, uncached, 1, expect(200, b"miss")))
+    after = server_sums(args.port)
+    result = summary("uncached forecast (new window each)", lat, wall)
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    req = d["himnet_http_request_duration_seconds_sum"] / d[
+        "himnet_http_request_duration_seconds_count"]
+    inf = d["himnet_inference_duration_seconds_sum"] / d["himnet_inference_duration_seconds_count"]
+    print(f"    server side, mean: request {req * 1e3:.2f} ms, model {inf * 1e3:.2f} ms, "
+          f"service overhead {(req - inf) * 1e3:.2f} ms", flush=True)
+    return result
+
+
+def _phase_paired(args: argparse.Namespace, bundle: Path, last: int) -> dict[str, float]:
+    slots = list(range(last - 2 * args.uncached + 1, last - args.uncached + 1))
+    again = [http("POST", "/forecast", json.dumps({"as_of": iso(s)}).encode()) for s in slots]
+    bare_lat, served = asyncio.run(paired(args.port, again, bundle, args.threads))
+    diff = np.median(np.array(served) - np.array(bare_lat)) * 1e3
+    result = {"bare_p50_ms": float(np.median(bare_lat) * 1e3),
+              "served_p50_ms": float(np.median(served) * 1e3), "overhead_ms": float(diff)}
+    print(f"  uncached, interleaved with bare runs   n={len(served):>5}  service p50 "
+          f"{result['served_p50_ms']:7.2f} ms, bare p50 {result['bare_p50_ms']:7.2f} ms, "
+          f"median paired overhead {diff:+.2f} ms", flush=True)
+    return result
+
+
+def _phase_stateless(args: argparse.Namespace, sensors: list[str], t_in: int, rng: np.random.Generator,
+                     last: int) -> dict[str, float]:
+    stamps = [iso(s) for s in range(last - t_in + 1, last + 1)]
+    stateless = [http("POST", "/forecast", json.dumps({"window": {
+        "timestamps": stamps, "values": rng.uniform(5, 70, (t_in, len(sensors))).round(2)
+        .tolist()}}).encode()) for _ in range(max(50, args.uncached // 3))]
+    lat, wall = asyncio.run(drive(args.port, stateless, 1, expect(200, b"miss")))
+    return summary("uncached stateless (window in body)", lat, wall)
+
+
+def _phase_cached(args: argparse.Namespace) -> dict[str, float]:
+    cached = [http("POST", "/forecast")] * args.cached
+    asyncio.run(drive(args.port, cached[:200], 8, expect(200)))  # fill the cache, warm up
+    lat, wall = asyncio.run(drive(args.port, cached, 8, expect(200, b"hit")))
+    return summary("cached forecast (8 connections)", lat, wall)
+
+
+def _drop_keys(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def _print_targets(results: dict[str, dict[str, float]], bare: float) -> None:
+    print("\ntargets:")
+    u = results["uncached"]["p50_ms"]
+    print(f"  uncached p50 {u:.2f} ms <= bare {bare:.2f} + 3 ms (separate medians): "
+          f"{'yes' if u <= bare + 3 else 'NO'} (overhead {u - bare:+.2f} ms)")
+    p = results["paired"]
+    print(f"  uncached p50 {p['served_p50_ms']:.2f} ms <= bare {p['bare_p50_ms']:.2f} + 3 ms "
+          f"(interleaved): {'yes' if p['served_p50_ms'] <= p['bare_p50_ms'] + 3 else 'NO'} "
+          f"(median paired overhead {p['overhead_ms']:+.2f} ms)")
+    c = results["cached"]["throughput"]
+    print(f"  cached {c:.0f} req/s >= 1000: {'yes' if c >= 1000 else 'NO'}")
+    i = results["ingest"]["throughput"]
+    print(f"  ingest {i:.0f} readings/s >= 20000: {'yes' if i >= 20000 else 'NO'}")
+
+
+def main() -> None:
+    args = _parse_args()
     bundle = ensure_bundle(args.bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     sensors = manifest["sensor_ids"]
     t_in = manifest["in_steps"]
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "HIMNET_BUNDLE_DIR": str(bundle), "HIMNET_API_KEY": API_KEY,
-           "HIMNET_PORT": str(args.port), "HIMNET_LOG_LEVEL": "warning",
-           "HIMNET_RETENTION_MINUTES": str((args.ingest + 10) * 5),
-           "HIMNET_INFERENCE_QUEUE": "64", "HIMNET_THREADS": str(args.threads),
-           "HIMNET_REDIS_PREFIX": prefix,
-           "PYTHONPATH": str(REPO)}
-    env.pop("REDIS_URL", None)
-    if not args.memory:
-        env["HIMNET_REDIS_URL"] = args.redis_url
+    env = _service_env(args, bundle, prefix)
     print(f"cores: {os.cpu_count()}, load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     print(f"bundle: {bundle} (N={len(sensors)}), threads: {args.threads}, buffer: "
@@ -290,80 +379,21 @@ def main() -> None:
         rng = np.random.default_rng(1)
         last = int(time.time() // 300) - 1
         first = last - args.ingest + 1
-        ingest = [http("POST", "/readings", json.dumps({"readings": [{
-            "timestamp": iso(s), "values": dict(zip(sensors, rng.uniform(5, 70, len(sensors))
-                                                    .round(2).tolist()))}]}).encode(), key=True)
-            for s in range(first, last + 1)]
-        lat, wall = asyncio.run(drive(args.port, ingest, 4, expect(200)))
-        results["ingest"] = summary("ingest (207-sensor snapshots)", lat, wall, len(sensors),
-                                    "readings/s")
-
-        slots = list(range(last - args.uncached + 1, last + 1))
-        assert slots[0] - args.uncached - t_in + 1 >= first, "ingest > 2 × uncached snapshots"
-        uncached = [http("POST", "/forecast", json.dumps({"as_of": iso(s)}).encode())
-                    for s in slots]
-        before = server_sums(args.port)
-        lat, wall = asyncio.run(drive(args.port, uncached, 1, expect(200, b"miss")))
-        after = server_sums(args.port)
-        results["uncached"] = summary("uncached forecast (new window each)", lat, wall)
-        d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-        req = d["himnet_http_request_duration_seconds_sum"] / d[
-            "himnet_http_request_duration_seconds_count"]
-        inf = d["himnet_inference_duration_seconds_sum"] / d["himnet_inference_duration_seconds_count"]
-        print(f"    server side, mean: request {req * 1e3:.2f} ms, model {inf * 1e3:.2f} ms, "
-              f"service overhead {(req - inf) * 1e3:.2f} ms", flush=True)
-
-        slots = list(range(last - 2 * args.uncached + 1, last - args.uncached + 1))
-        again = [http("POST", "/forecast", json.dumps({"as_of": iso(s)}).encode())
-                 for s in slots]
-        bare_lat, served = asyncio.run(paired(args.port, again, bundle, args.threads))
-        diff = np.median(np.array(served) - np.array(bare_lat)) * 1e3
-        results["paired"] = {"bare_p50_ms": float(np.median(bare_lat) * 1e3),
-                             "served_p50_ms": float(np.median(served) * 1e3),
-                             "overhead_ms": float(diff)}
-        print(f"  uncached, interleaved with bare runs   n={len(served):>5}  service p50 "
-              f"{results['paired']['served_p50_ms']:7.2f} ms, bare p50 "
-              f"{results['paired']['bare_p50_ms']:7.2f} ms, median paired overhead "
-              f"{diff:+.2f} ms", flush=True)
-
-        stamps = [iso(s) for s in range(last - t_in + 1, last + 1)]
-        stateless = [http("POST", "/forecast", json.dumps({"window": {
-            "timestamps": stamps, "values": rng.uniform(5, 70, (t_in, len(sensors))).round(2)
-            .tolist()}}).encode()) for _ in range(max(50, args.uncached // 3))]
-        lat, wall = asyncio.run(drive(args.port, stateless, 1, expect(200, b"miss")))
-        results["stateless"] = summary("uncached stateless (window in body)", lat, wall)
-
-        cached = [http("POST", "/forecast")] * args.cached
-        asyncio.run(drive(args.port, cached[:200], 8, expect(200)))  # fill the cache, warm up
-        lat, wall = asyncio.run(drive(args.port, cached, 8, expect(200, b"hit")))
-        results["cached"] = summary("cached forecast (8 connections)", lat, wall)
+        results["ingest"] = _phase_ingest(args, sensors, rng, first, last)
+        results["uncached"] = _phase_uncached(args, t_in, first, last)
+        results["paired"] = _phase_paired(args, bundle, last)
+        results["stateless"] = _phase_stateless(args, sensors, t_in, rng, last)
+        results["cached"] = _phase_cached(args)
     finally:
         proc.terminate()
         proc.wait(30)
         if not args.memory:
-            import redis
-
-            client = redis.Redis.from_url(args.redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            if keys:
-                client.delete(*keys)
+            _drop_keys(args.redis_url, prefix)
 
     bare_after = bare_model_ms(bundle, args.bare, args.threads)
     print(f"  bare model, batch 1 (after)          median {bare_after:.2f} ms", flush=True)
-    bare = statistics.mean([bare_before, bare_after])
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("\ntargets:")
-    u = results["uncached"]["p50_ms"]
-    print(f"  uncached p50 {u:.2f} ms <= bare {bare:.2f} + 3 ms (separate medians): "
-          f"{'yes' if u <= bare + 3 else 'NO'} (overhead {u - bare:+.2f} ms)")
-    p = results["paired"]
-    print(f"  uncached p50 {p['served_p50_ms']:.2f} ms <= bare {p['bare_p50_ms']:.2f} + 3 ms "
-          f"(interleaved): {'yes' if p['served_p50_ms'] <= p['bare_p50_ms'] + 3 else 'NO'} "
-          f"(median paired overhead {p['overhead_ms']:+.2f} ms)")
-    c = results["cached"]["throughput"]
-    print(f"  cached {c:.0f} req/s >= 1000: {'yes' if c >= 1000 else 'NO'}")
-    i = results["ingest"]["throughput"]
-    print(f"  ingest {i:.0f} readings/s >= 20000: {'yes' if i >= 20000 else 'NO'}")
+    _print_targets(results, statistics.mean([bare_before, bare_after]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Optimised HimNet against the naive per-step form (tests/model/naive_himnet.py), one run.
+"""Optimised HimNet against the naive per-step form (studies/naive_himnet.py), one run.
 
 Prints eval latency at batch 1 and 16, one training step (forward, masked MAE, backward, Adam)
 at batch 16, and the training step's peak memory, each measured in a separate process.
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from model import get_preset  # noqa: E402
-from training import speed  # noqa: E402  (measurement code shared with `himnet efficiency`)
+from studies import speed  # noqa: E402  (measurement code shared with `himnet efficiency`)
 
 CFG = get_preset("metr-la").model
 

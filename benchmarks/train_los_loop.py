@@ -31,7 +31,8 @@ import torch  # noqa: E402
 from training.datasets import load_dataset, los_loop_dir  # noqa: E402
 from training.evaluate import format_table  # noqa: E402
 from training.metrics import LOSSES, average_steps  # noqa: E402
-from training.train import int_list, train_model  # noqa: E402
+from himnet.args import int_list  # noqa: E402
+from training.train import train_model  # noqa: E402
 
 TGCN_15MIN = {"rmse": 5.1264, "mae": 3.1802}  # Zhao et al., IEEE T-ITS 2020, LOS-LOOP 15 min
 CHECK_STEPS = (3, 6, 12)

@@ -11,7 +11,7 @@
 # on the same volume never reads half a bundle.
 set -eu
 
-himnet() { "${HIMNET_PYTHON:-python}" -m training.cli "$@"; }
+himnet() { "${HIMNET_PYTHON:-python}" -m himnet "$@"; }
 
 if [ "$#" -eq 0 ]; then
   set -- pipeline
@@ -31,7 +31,7 @@ case "$1" in
     himnet export "$run_dir/checkpoint.pt" --out "$bundle_out" --force ${HIMNET_EXPORT_ARGS:-}
     ;;
   train|evaluate|export|replay|ablation)
-    exec "${HIMNET_PYTHON:-python}" -m training.cli "$@"
+    exec "${HIMNET_PYTHON:-python}" -m himnet "$@"
     ;;
   *)
     exec "$@"

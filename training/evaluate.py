@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from himnet.args import add_data_option, parse_data_options
 from training.baselines import HistoricalAverage, last_value
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
@@ -120,11 +120,14 @@ def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | 
     return report
 
 
+# what `himnet evaluate` reports as the user's mistake (himnet.args.run_command)
+USER_ERRORS = (CheckpointError, DatasetError, ValueError)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint written by 'himnet train'")
     parser.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
-    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="reader option, e.g. start=2012-03-01T00:00 (repeatable)")
+    add_data_option(parser, "reader option, e.g. start=2012-03-01T00:00 (repeatable)")
     parser.add_argument("--split", help="split spec (default: the checkpoint's), e.g. 7:1:2, los-loop, official")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -132,28 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``["start=2012-03-01", "check_time=false"]`` -> reader options."""
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--data-option expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        low = value.strip().lower()
-        # readers convert numbers themselves; flags must not stay truthy strings like "false"
-        out[key.strip().replace("-", "_")] = {"true": True, "false": False, "none": None}.get(low, value)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        report = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, device=args.device,
-                                     batch_size=args.batch_size, data_options=parse_options(args.data_option))
-    except (CheckpointError, DatasetError, ValueError) as exc:
-        print(f"himnet evaluate: {exc}", file=sys.stderr)
-        return 2
+    report = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, device=args.device,
+                                 batch_size=args.batch_size, data_options=parse_data_options(args.data_option))
     print(f"{report['dataset']['name']}: {report['num_windows']} test windows")
     print(format_table(report))
     if args.json:

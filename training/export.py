@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -307,18 +306,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
 
 
+USER_ERRORS = (CheckpointError, ExportError, OSError)
+USER_ERROR_EXIT = 1  # export has always answered a refused bundle with exit code 1
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    try:
-        checkpoint = Checkpoint.load(args.checkpoint)
-        parity_data = load_parity_npz(args.parity_data) if args.parity_data else None
-        manifest = export_bundle(checkpoint, args.out, version=args.version, opset=args.opset,
-                                 parity_data=parity_data, contraction=args.contraction,
-                                 tolerance=args.tolerance, rtol=args.rtol, threads=args.threads,
-                                 overwrite=args.force)
-    except (CheckpointError, ExportError, OSError) as exc:
-        print(f"himnet export: error: {exc}", file=sys.stderr)
-        return 1
+    checkpoint = Checkpoint.load(args.checkpoint)
+    parity_data = load_parity_npz(args.parity_data) if args.parity_data else None
+    manifest = export_bundle(checkpoint, args.out, version=args.version, opset=args.opset,
+                             parity_data=parity_data, contraction=args.contraction,
+                             tolerance=args.tolerance, rtol=args.rtol, threads=args.threads,
+                             overwrite=args.force)
     print(f"wrote {args.out}: {manifest.model_name} {manifest.model_version} ({manifest.dataset}, "
           f"N={manifest.num_nodes}, contraction={manifest.export['contraction']})")
     print("parity (max abs diff, raw units): " + json.dumps(manifest.parity))

@@ -97,12 +97,83 @@ def _save_resume(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+@dataclass
+class _Progress:
+    """Where the loop stands; what ``resume.pt`` saves besides model, optimiser and scheduler."""
+
+    epoch: int = 0
+    batches_seen: int = 0
+    wait: int = 0  # epochs without improvement
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_before: float = 0.0  # seconds spent in earlier runs of a resumed training
+    early_stopped: bool = False  # read from resume.pt: the run it continues had stopped early
+
+
+@dataclass
+class _Run:
+    """The pieces one training run uses."""
+
+    model: nn.Module
+    net: nn.Module  # the model, wrapped in DistributedDataParallel when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    sampler: DistributedSampler
+    loader: DataLoader
+    prepared: PreparedData
+    settings: LoopSettings
+    info: DistInfo
+    device: torch.device
+    start_time: float
+
+    def elapsed(self, progress: _Progress) -> float:
+        return progress.elapsed_before + time.monotonic() - self.start_time
+
+
 def fit(model: nn.Module, prepared: PreparedData, settings: LoopSettings, run_dir: Path, info: DistInfo,
         device: torch.device, resume: bool = False) -> FitResult:
     """Train ``model`` in place; on return it holds the best validation weights."""
+    run = _start(model, prepared, settings, info, device)
+    progress = _Progress(best_state=copy.deepcopy(model.state_dict()))
+    resume_path = run_dir / RESUME_FILE
+    if resume and resume_path.is_file():
+        progress = _load_resume(run, resume_path)
+        if progress.early_stopped:
+            model.load_state_dict(progress.best_state)
+            return FitResult(progress.epoch, progress.batches_seen, progress.best_epoch, progress.best_val,
+                             "already early-stopped", progress.history, progress.elapsed_before)
+    elif resume:
+        log.info("no %s yet: starting from scratch", resume_path)
+
+    stopped = "max epochs"
+    while progress.epoch < settings.max_epochs:
+        out_of_budget = _run_epoch(run, progress)
+        if out_of_budget:
+            stopped = out_of_budget
+        elif progress.wait >= settings.patience:
+            stopped = f"early stop ({settings.patience} epochs without improvement)"
+        finished = bool(out_of_budget) or progress.wait >= settings.patience or progress.epoch >= settings.max_epochs
+        if info.is_main:
+            _save_resume(resume_path, _resume_state(run, progress))
+        if finished:
+            break
+    model.load_state_dict(progress.best_state)
+    seconds = run.elapsed(progress)
+    if info.is_main:
+        log.info("stopped: %s; best epoch %d (val %.4f); %.1fs", stopped, progress.best_epoch,
+                 progress.best_val, seconds)
+    return FitResult(progress.epoch, progress.batches_seen, progress.best_epoch, progress.best_val, stopped,
+                     progress.history, seconds)
+
+
+def _start(model: nn.Module, prepared: PreparedData, settings: LoopSettings, info: DistInfo,
+           device: torch.device) -> _Run:
+    """Model on its device (DDP-wrapped when distributed), Adam, the LR schedule, the train batches."""
     start_time = time.monotonic()
-    train_ds, val_ds = prepared.splits["train"], prepared.splits["val"]
-    if len(val_ds) == 0:
+    train_ds = prepared.splits["train"]
+    if len(prepared.splits["val"]) == 0:
         log.warning("no validation windows: early stopping watches the training loss")
     model.to(device)
     net: nn.Module = model
@@ -115,109 +186,106 @@ def fit(model: nn.Module, prepared: PreparedData, settings: LoopSettings, run_di
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=settings.seed)
     loader = _batches(train_ds, settings.batch_size, sampler)
+    return _Run(model, net, optimizer, scheduler, sampler, loader, prepared, settings, info, device, start_time)
 
-    epoch, batches_seen, wait = 0, 0, 0
-    best_val, best_epoch = math.inf, 0
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, Any]] = []
-    elapsed_before = 0.0
-    resume_path = run_dir / RESUME_FILE
-    if resume and resume_path.is_file():
-        # Our own file, written below; it holds optimizer/scheduler objects, hence weights_only=False.
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, batches_seen, wait = state["epoch"], state["batches_seen"], state["wait"]
-        best_val, best_epoch, best_state = state["best_val"], state["best_epoch"], state["best_state"]
-        history, elapsed_before = state["history"], state.get("seconds", 0.0)
-        torch.set_rng_state(state["rng"])
-        log.info("resumed from %s after epoch %d (%d batches seen, best val %.4f)", resume_path, epoch,
-                 batches_seen, best_val)
-        if state.get("early_stopped"):
-            model.load_state_dict(best_state)
-            return FitResult(epoch, batches_seen, best_epoch, best_val, "already early-stopped", history,
-                             elapsed_before)
-    elif resume:
-        log.info("no %s yet: starting from scratch", resume_path)
 
-    stopped = "max epochs"
-    while epoch < settings.max_epochs:
-        epoch_start = time.monotonic()
-        net.train()
-        sampler.set_epoch(epoch)
-        run_sum, run_n, out_of_budget = 0.0, 0, None
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True,
-                   disable=not (settings.progress and info.is_main))
-        for batch in bar:
-            batch = batch.to(device)
-            out = net(batch.x, batch.y_cov, batch.labels, batches_seen)  # B × T_out × N × 1, scaled
-            pred = prepared.scaler.inverse(out)
-            loss_sum, count = loss_terms(settings.loss, pred, batch.target)
-            loss = loss_sum / count.clamp_min(1.0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.clip_grad_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
-            optimizer.step()
-            batches_seen += 1
-            run_sum += float(loss.detach())
-            run_n += 1
-            bar.set_postfix(loss=f"{run_sum / run_n:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.0e}")
-            if info.is_main and not settings.progress and settings.log_every and run_n % settings.log_every == 0:
-                log.info("epoch %d step %d/%d  loss %.4f  %.1fs", epoch + 1, run_n, len(loader), run_sum / run_n,
-                         time.monotonic() - epoch_start)
-            if settings.max_steps is not None and batches_seen >= settings.max_steps:
-                out_of_budget = "max steps"
-            elapsed = elapsed_before + time.monotonic() - start_time
-            if settings.max_time is not None and elapsed >= settings.max_time:
-                out_of_budget = "max time"
-            if broadcast_flag(out_of_budget is not None, info, device):
-                out_of_budget = out_of_budget or "max steps/time (rank 0)"
-                break
-        bar.close()
-        epoch += 1
-        scheduler.step()
-        train_loss = torch.tensor([run_sum, float(run_n)], dtype=torch.float64, device=device)
-        all_reduce_sum(train_loss, info)
-        train_loss_value = float(train_loss[0] / train_loss[1]) if train_loss[1] > 0 else math.nan
-        val_loss = validation_loss(model, val_ds, prepared, settings, info, device) if len(val_ds) \
-            else train_loss_value
-        improved = val_loss < best_val
-        if improved:
-            best_val, best_epoch, wait = val_loss, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            wait += 1
-        row = {"epoch": epoch, "train_loss": train_loss_value, "val_loss": val_loss,
-               "lr": optimizer.param_groups[0]["lr"], "batches_seen": batches_seen,
-               "seconds": time.monotonic() - epoch_start}
-        history.append(row)
-        if info.is_main:
-            log.info("epoch %3d  train %.4f  val %.4f%s  lr %.1e  %d steps  %.1fs", epoch, train_loss_value,
-                     val_loss, " *" if improved else "", row["lr"], batches_seen, row["seconds"])
-        if out_of_budget:
-            stopped = out_of_budget
-        elif wait >= settings.patience:
-            stopped = f"early stop ({settings.patience} epochs without improvement)"
-        finished = bool(out_of_budget) or wait >= settings.patience or epoch >= settings.max_epochs
-        if info.is_main:
-            _save_resume(resume_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "batches_seen": batches_seen,
-                "wait": wait, "best_val": best_val, "best_epoch": best_epoch, "best_state": best_state,
-                "history": history, "rng": torch.get_rng_state(),
-                "seconds": elapsed_before + time.monotonic() - start_time,
-                # epoch/step/time budgets may be extended on --resume; an early stop is final
-                "early_stopped": wait >= settings.patience,
-            })
-        if finished:
+def _load_resume(run: _Run, path: Path) -> _Progress:
+    """Model, optimiser, scheduler, RNG and loop position from ``resume.pt``."""
+    # Our own file, written by fit; it holds optimizer/scheduler objects, hence weights_only=False.
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    progress = _Progress(epoch=state["epoch"], batches_seen=state["batches_seen"], wait=state["wait"],
+                         best_val=state["best_val"], best_epoch=state["best_epoch"],
+                         best_state=state["best_state"], history=state["history"],
+                         elapsed_before=state.get("seconds", 0.0), early_stopped=bool(state.get("early_stopped")))
+    torch.set_rng_state(state["rng"])
+    log.info("resumed from %s after epoch %d (%d batches seen, best val %.4f)", path, progress.epoch,
+             progress.batches_seen, progress.best_val)
+    return progress
+
+
+def _resume_state(run: _Run, progress: _Progress) -> dict[str, Any]:
+    return {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "epoch": progress.epoch, "batches_seen": progress.batches_seen,
+        "wait": progress.wait, "best_val": progress.best_val, "best_epoch": progress.best_epoch,
+        "best_state": progress.best_state, "history": progress.history, "rng": torch.get_rng_state(),
+        "seconds": run.elapsed(progress),
+        # epoch/step/time budgets may be extended on --resume; an early stop is final
+        "early_stopped": progress.wait >= run.settings.patience,
+    }
+
+
+def _run_epoch(run: _Run, progress: _Progress) -> str | None:
+    """One epoch of training, then validation and bookkeeping; the budget that ran out, if any."""
+    epoch_start = time.monotonic()
+    run_sum, run_n, out_of_budget = _train_batches(run, progress, epoch_start)
+    progress.epoch += 1
+    run.scheduler.step()
+    train_loss = torch.tensor([run_sum, float(run_n)], dtype=torch.float64, device=run.device)
+    all_reduce_sum(train_loss, run.info)
+    train_loss_value = float(train_loss[0] / train_loss[1]) if train_loss[1] > 0 else math.nan
+    val_ds = run.prepared.splits["val"]
+    val_loss = validation_loss(run.model, val_ds, run.prepared, run.settings, run.info, run.device) \
+        if len(val_ds) else train_loss_value
+    improved = val_loss < progress.best_val
+    if improved:
+        progress.best_val, progress.best_epoch, progress.wait = val_loss, progress.epoch, 0
+        progress.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in run.model.state_dict().items()})
+    else:
+        progress.wait += 1
+    row = {"epoch": progress.epoch, "train_loss": train_loss_value, "val_loss": val_loss,
+           "lr": run.optimizer.param_groups[0]["lr"], "batches_seen": progress.batches_seen,
+           "seconds": time.monotonic() - epoch_start}
+    progress.history.append(row)
+    if run.info.is_main:
+        log.info("epoch %3d  train %.4f  val %.4f%s  lr %.1e  %d steps  %.1fs", progress.epoch, train_loss_value,
+                 val_loss, " *" if improved else "", row["lr"], progress.batches_seen, row["seconds"])
+    return out_of_budget
+
+
+def _train_batches(run: _Run, progress: _Progress, epoch_start: float) -> tuple[float, int, str | None]:
+    """The optimiser steps of one epoch: (loss sum, steps, the budget that ran out or None)."""
+    settings, info = run.settings, run.info
+    run.net.train()
+    run.sampler.set_epoch(progress.epoch)
+    run_sum, run_n, out_of_budget = 0.0, 0, None
+    bar = tqdm(run.loader, desc=f"epoch {progress.epoch + 1}", leave=False, dynamic_ncols=True,
+               disable=not (settings.progress and info.is_main))
+    for batch in bar:
+        loss = _step(run, batch.to(run.device), progress.batches_seen)
+        progress.batches_seen += 1
+        run_sum += loss
+        run_n += 1
+        bar.set_postfix(loss=f"{run_sum / run_n:.4f}", lr=f"{run.optimizer.param_groups[0]['lr']:.0e}")
+        if info.is_main and not settings.progress and settings.log_every and run_n % settings.log_every == 0:
+            log.info("epoch %d step %d/%d  loss %.4f  %.1fs", progress.epoch + 1, run_n, len(run.loader),
+                     run_sum / run_n, time.monotonic() - epoch_start)
+        if settings.max_steps is not None and progress.batches_seen >= settings.max_steps:
+            out_of_budget = "max steps"
+        if settings.max_time is not None and run.elapsed(progress) >= settings.max_time:
+            out_of_budget = "max time"
+        if broadcast_flag(out_of_budget is not None, info, run.device):
+            out_of_budget = out_of_budget or "max steps/time (rank 0)"
             break
-    model.load_state_dict(best_state)
-    seconds = elapsed_before + time.monotonic() - start_time
-    if info.is_main:
-        log.info("stopped: %s; best epoch %d (val %.4f); %.1fs", stopped, best_epoch, best_val, seconds)
-    return FitResult(epoch, batches_seen, best_epoch, best_val, stopped, history, seconds)
+    bar.close()
+    return run_sum, run_n, out_of_budget
+
+
+def _step(run: _Run, batch: Any, batches_seen: int) -> float:
+    """One optimiser step on ``batch``; its loss."""
+    out = run.net(batch.x, batch.y_cov, batch.labels, batches_seen)  # B × T_out × N × 1, scaled
+    pred = run.prepared.scaler.inverse(out)
+    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target)
+    loss = loss_sum / count.clamp_min(1.0)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.settings.clip_grad_norm:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.settings.clip_grad_norm)
+    run.optimizer.step()
+    return float(loss.detach())
 
 
 def seed_everything(seed: int) -> None:

@@ -3,7 +3,7 @@
 ``--preset metr-la --data metr-la.h5`` is the paper's METR-LA setup (7:1:2, batch 16, up to 200
 epochs, patience 20, LR milestones 30/40, masked MAE). The default (``--data synthetic``) needs
 no files. Python API: :func:`train_model` returns the :class:`Checkpoint` it wrote.
-Run data-parallel with ``torchrun --nproc_per_node K -m training.cli train ...``.
+Run data-parallel with ``torchrun --nproc_per_node K -m himnet train ...``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
+from himnet.args import add_data_option, embedding_dims, int_list, parse_data_options
 from model import HimNet, HimNetConfig, get_preset
 from training import distributed
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
-from training.evaluate import evaluate_model, format_table, parse_options
+from training.evaluate import evaluate_model, format_table
 from training.loop import LoopSettings, fit, seed_everything
 from training.metrics import LOSSES, average_steps
 from training.windows import prepare
@@ -216,33 +217,20 @@ def _warn_unseen_contexts(prepared, config: HimNetConfig) -> None:
                     config.tod_embedding_dim, config.node_embedding_dim, config.st_embedding_dim)
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    """'8,0,16,16' or '8 0 16 16' -> (8, 0, 16, 16): list-valued command-line options."""
-    return tuple(int(p) for p in text.replace(",", " ").split()) if text.strip() else ()
-
-
-def embedding_dims_arg(text: str) -> tuple[int, int, int, int]:
-    """--embedding-dims: four non-negative sizes TOD,DOW,S,ST (argparse rejects anything else)."""
-    try:
-        dims = int_list(text)
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or min(dims) < 0:
-        raise argparse.ArgumentTypeError(f"needs four sizes TOD,DOW,S,ST (each >= 0), got {text!r}")
-    return dims  # type: ignore[return-value]
+# what `himnet train` reports as the user's mistake (himnet.args.run_command)
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, KeyError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("examples:  himnet train --epochs 5 --hidden 16        (synthetic data)\n"
                      "           himnet train --preset metr-la --data metr-la.h5 --output runs/metr-la\n"
                      "           himnet train --data los-loop --split los-loop --output runs/los\n"
-                     "           torchrun --nproc_per_node 4 -m training.cli train --data PEMS07.npz --preset pems07")
+                     "           torchrun --nproc_per_node 4 -m himnet train --data PEMS07.npz --preset pems07")
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="synthetic",
                    help="'synthetic', 'los-loop', or a path: data.npz (+index.npz), *.h5, PEMS0X.npz, wide *.csv, a directory")
-    g.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader option (repeatable): start=, interval_minutes=, timezone=, adjacency=, locations=, "
-                        "format=, or for synthetic num_sensors=, days=, seed=")
+    add_data_option(g, "reader option (repeatable): start=, interval_minutes=, timezone=, adjacency=, "
+                       "locations=, format=, or for synthetic num_sensors=, days=, seed=")
     g.add_argument("--split", help="7:1:2, 6:2:2, custom ratios, 'los-loop' (80/20, last 10%% of train = val) "
                                    "or 'official' (index.npz); default: the preset's")
     g.add_argument("--in-steps", type=int, default=12)
@@ -251,7 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and optimisation (default: the preset's)")
     g.add_argument("--preset", default="metr-la", help="metr-la, pems-bay, pems03, pems04, pems07, pems08")
     g.add_argument("--hidden", type=int, help="hidden size override")
-    g.add_argument("--embedding-dims", type=embedding_dims_arg, metavar="TOD,DOW,S,ST", help="embedding sizes override")
+    g.add_argument("--embedding-dims", type=embedding_dims, metavar="TOD,DOW,S,ST", help="embedding sizes override")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--eval-batch-size", type=int, default=64)
     g.add_argument("--lr", type=float)
@@ -274,7 +262,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = dict(
-        data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
+        data_options=parse_data_options(args.data_option), preset=args.preset, split=args.split,
         in_steps=args.in_steps, out_steps=args.out_steps, max_nodes=args.max_nodes, epochs=args.epochs,
         max_steps=args.max_steps, max_time=args.max_time, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, hidden=args.hidden, lr=args.lr, lr_milestones=args.lr_milestones,
@@ -283,9 +271,6 @@ def run(args: argparse.Namespace) -> int:
         output=args.output, resume=args.resume, progress=not args.no_progress)
     try:
         ckpt = train_model(args.data, **options)
-    except (DatasetError, CheckpointError, ValueError, KeyError) as exc:
-        print(f"himnet train: {exc}", file=sys.stderr)
-        return 2
     finally:
         distributed.teardown(distributed.DistInfo(*_current_rank()))
     if os.environ.get("RANK", "0") == "0":

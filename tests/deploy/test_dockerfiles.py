@@ -137,6 +137,15 @@ def test_service_image_healthcheck_and_environment(name: str) -> None:
     assert env["PYTHONPATH"] == "/app"
     copied = [i["value"].split()[0] for i in stage if i["instruction"] == "COPY" and "--from" not in i["value"]]
     assert "training/" not in copied, "the service image needs no training code"
+    for room in ("studies/", "replay/", "himnet/"):
+        assert room not in copied, f"the service image needs no offline code ({room})"
+
+
+def test_training_image_holds_every_offline_room() -> None:
+    stage = final_stage(parse("train"))
+    copied = [i["value"].split()[0] for i in stage if i["instruction"] == "COPY" and "--from" not in i["value"]]
+    for room in ("model/", "training/", "studies/", "replay/", "himnet/"):
+        assert room in copied, f"the training image lacks {room}"
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)

@@ -91,15 +91,15 @@ def test_validation_rejects_broken_objects(rendered) -> None:
     docs = rendered["cpu"]
     deployment = copy.deepcopy(one(docs, "Deployment"))
     deployment["spec"]["replicas"] = "two"
-    with pytest.raises(kubernetes_validate.ValidationError):
+    with pytest.raises(kubernetes_validate.ValidationError, match="'two' is not of type 'integer'"):
         validate(deployment, K8S_VERSIONS[0])
     deployment = copy.deepcopy(one(docs, "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProb"] = {}  # typo
-    with pytest.raises(kubernetes_validate.ValidationError):
+    with pytest.raises(kubernetes_validate.ValidationError, match="'readinessProb' was unexpected"):
         validate(deployment, K8S_VERSIONS[0])
     monitor = copy.deepcopy(one(docs, "ServiceMonitor"))
     monitor["spec"]["endpoints"][0]["interval"] = "fifteen seconds"
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="'fifteen seconds' does not match"):
         validate(monitor, K8S_VERSIONS[0])
 
 

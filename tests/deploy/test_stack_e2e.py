@@ -235,7 +235,7 @@ def test_replay_drives_forecasts_seen_by_prometheus(stack) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIMNET_")}
     env["HIMNET_API_KEY_FILE"] = str(stack["secret"])
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "replay", "--url", stack["base"], "--data", "synthetic",
+        [sys.executable, "-m", "himnet", "replay", "--url", stack["base"], "--data", "synthetic",
          "--data-option", f"num_sensors={manifest.num_nodes}", "--data-option", "days=8",
          "--by-position", "--slots", str(slots), "--speedup", "3000", "--wait", "20",
          "--report", str(report)],

@@ -1,4 +1,4 @@
-"""The optimised model against the naive one written straight from the spec (tests/model/naive_himnet.py)."""
+"""The optimised model against the naive one written straight from the spec (studies/naive_himnet.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import ABLATIONS, HimNet, HimNetConfig
-from tests.model.naive_himnet import NaiveHimNet
+from studies.naive_himnet import NaiveHimNet
 
 N, T_IN, T_OUT = 7, 4, 3
 

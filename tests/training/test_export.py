@@ -13,10 +13,10 @@ import torch
 from model import HimNet
 from model.bundle import load_embeddings, read_manifest, verify_bundle
 from model.serving import ServingHimNet
-from tests.model.naive_himnet import NaiveHimNet
+from studies.naive_himnet import NaiveHimNet
 from tests.tiny_model import tiny_eval_windows
 from training import export as export_mod
-from training.cli import main as cli_main
+from himnet.cli import main as cli_main
 from training.export import DEFAULT_RTOL, DEFAULT_TOLERANCE, ExportError, export_bundle
 from training.parity import eager_reference, max_diff
 

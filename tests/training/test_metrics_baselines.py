@@ -21,7 +21,7 @@ def test_masked_mae_ignores_missing_targets() -> None:
     assert compute_loss("huber", torch.tensor([0.0, 3.0]), torch.tensor([0.5, 0.0])).item() == \
         pytest.approx((0.5 * 0.25 + 2.5) / 2)
     assert compute_loss("masked_mse", pred, target).item() == pytest.approx((1 + 0 + 4) / 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown loss 'mse'"):
         loss_terms("mse", pred, target)
 
 

@@ -136,40 +136,9 @@ def read_official_npz(path: str | Path, *, index: str | Path | None = None, star
     dow = data[:, 0, 2].astype(np.float64)
     if tod.min() < 0 or tod.max() >= 1 or dow.min() < 0 or dow.max() > 6:
         raise DatasetError(path, "channel 1 must be a time-of-day fraction in [0, 1) and channel 2 a day of week 0..6")
-    steps = np.mod(np.diff(tod), 1.0)
-    steps = steps[steps > 1e-9]
-    if not len(steps):
-        raise DatasetError(path, "cannot infer the interval: time of day never changes")
-    interval = float(round(float(np.median(steps)) * 1440))
-    if interval <= 0 or 1440 % interval:
-        raise DatasetError(path, f"inferred interval {interval} min does not divide a day")
-    spd = int(1440 // interval)
-    if start is None:
-        monday = np.datetime64("2000-01-03T00:00", "s")
-        slot0 = int(round(tod[0] * spd))
-        start = monday + np.timedelta64(int(dow[0]), "D") + np.timedelta64(int(slot0 * interval * 60), "s")
-    stamps = regular_timestamps(start, len(values), interval)
-    if check_time:
-        feats = time_features(stamps, spd)
-        bad = np.flatnonzero((np.abs(feats[:, 0] - tod) > 0.5 / spd) | (feats[:, 1] != np.trunc(dow)))
-        if len(bad):
-            raise DatasetError(path, f"time channels are not one contiguous {interval:g}-minute series "
-                                     f"(first mismatch at row {bad[0]}); pass check_time=False to ignore")
+    stamps, interval = _official_clock(path, tod, dow, len(values), start, check_time)
     index_path = Path(index) if index else path.parent / "index.npz"
-    splits = None
-    if index_path.is_file():
-        idx = _load_npz(index_path)
-        splits = {}
-        for key in ("train", "val", "test"):
-            if key not in idx:
-                raise DatasetError(index_path, f"no {key!r} array (keys: {sorted(idx)})")
-            rows = np.asarray(idx[key], dtype=np.int64)
-            if rows.ndim != 2 or rows.shape[1] != 3:
-                raise DatasetError(index_path, f"{key!r} must be K × 3 (start, mid, end), got {rows.shape}")
-            if len(rows) and (rows.min() < 0 or rows[:, 2].max() > len(values)
-                              or np.any(rows[:, 0] >= rows[:, 1]) or np.any(rows[:, 1] >= rows[:, 2])):
-                raise DatasetError(index_path, f"{key!r} rows must satisfy 0 <= start < mid < end <= {len(values)}")
-            splits[key] = rows
+    splits = _read_index(index_path, len(values)) if index_path.is_file() else None
     n = values.shape[1]
     adj = None
     adj_path = Path(adjacency) if adjacency else _sibling(path, ["adj_mx.pkl"])
@@ -182,6 +151,48 @@ def read_official_npz(path: str | Path, *, index: str | Path | None = None, star
     return SensorData(values=values, timestamps=stamps, sensor_ids=ids, interval_minutes=interval,
                       name=name or path.parent.name or path.stem, adjacency=adj, timezone=timezone,
                       index=splits, source=str(path))
+
+
+def _official_clock(path: Path, tod: np.ndarray, dow: np.ndarray, rows: int, start: str | None,
+                    check_time: bool) -> tuple[np.ndarray, float]:
+    """Timestamps rebuilt from the stored time channels (T each), checked row by row: (stamps, interval)."""
+    steps = np.mod(np.diff(tod), 1.0)
+    steps = steps[steps > 1e-9]
+    if not len(steps):
+        raise DatasetError(path, "cannot infer the interval: time of day never changes")
+    interval = float(round(float(np.median(steps)) * 1440))
+    if interval <= 0 or 1440 % interval:
+        raise DatasetError(path, f"inferred interval {interval} min does not divide a day")
+    spd = int(1440 // interval)
+    if start is None:
+        monday = np.datetime64("2000-01-03T00:00", "s")
+        slot0 = int(round(tod[0] * spd))
+        start = monday + np.timedelta64(int(dow[0]), "D") + np.timedelta64(int(slot0 * interval * 60), "s")
+    stamps = regular_timestamps(start, rows, interval)
+    if check_time:
+        feats = time_features(stamps, spd)
+        bad = np.flatnonzero((np.abs(feats[:, 0] - tod) > 0.5 / spd) | (feats[:, 1] != np.trunc(dow)))
+        if len(bad):
+            raise DatasetError(path, f"time channels are not one contiguous {interval:g}-minute series "
+                                     f"(first mismatch at row {bad[0]}); pass check_time=False to ignore")
+    return stamps, interval
+
+
+def _read_index(index_path: Path, num_rows: int) -> dict[str, np.ndarray]:
+    """The official ``index.npz``: K × 3 (start, mid, end) window rows per split, checked."""
+    idx = _load_npz(index_path)
+    splits = {}
+    for key in ("train", "val", "test"):
+        if key not in idx:
+            raise DatasetError(index_path, f"no {key!r} array (keys: {sorted(idx)})")
+        rows = np.asarray(idx[key], dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[1] != 3:
+            raise DatasetError(index_path, f"{key!r} must be K × 3 (start, mid, end), got {rows.shape}")
+        if len(rows) and (rows.min() < 0 or rows[:, 2].max() > num_rows
+                          or np.any(rows[:, 0] >= rows[:, 1]) or np.any(rows[:, 1] >= rows[:, 2])):
+            raise DatasetError(index_path, f"{key!r} rows must satisfy 0 <= start < mid < end <= {num_rows}")
+        splits[key] = rows
+    return splits
 
 
 def read_hdf5(path: str | Path, *, key: str | None = None, name: str | None = None,

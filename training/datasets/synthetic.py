@@ -47,6 +47,44 @@ def _road_network(num_sensors: int, num_corridors: int, rng: np.random.Generator
     return corridor, position, coords, adj.astype(np.float32)
 
 
+def _add_incidents(speed: np.ndarray, rng: np.random.Generator, count: int, corridor: np.ndarray,
+                   position: np.ndarray) -> None:
+    """Incidents, in place on ``speed`` (T × N): a sudden drop at one sensor that spreads upstream
+    on its corridor and clears."""
+    t_total, num_sensors = speed.shape
+    for _ in range(count):
+        where = rng.integers(num_sensors)
+        t0 = rng.integers(t_total)
+        length = int(rng.integers(6, 19))  # 30-90 minutes at 5-min steps
+        upstream = np.flatnonzero((corridor == corridor[where]) & (position <= position[where]))
+        for s in upstream:
+            delay = int(round((position[where] - position[s]) * 12))
+            a, b = t0 + delay, min(t_total, t0 + delay + length)
+            if a < t_total:
+                speed[a:b, s] *= rng.uniform(0.35, 0.6)
+
+
+def _sensor_noise(rng: np.random.Generator, t_total: int, num_sensors: int) -> np.ndarray:
+    """T × N sensor noise with some persistence (AR(1)), of a different scale per sensor."""
+    noise_scale = rng.uniform(0.8, 2.5, num_sensors)
+    eps = rng.normal(0, 1, (t_total, num_sensors))
+    noise = np.empty_like(eps)
+    noise[0] = eps[0]
+    for t in range(1, t_total):
+        noise[t] = 0.7 * noise[t - 1] + 0.71 * eps[t]
+    return noise * noise_scale
+
+
+def _drop_readings(speed: np.ndarray, rng: np.random.Generator, missing_rate: float, outages: int) -> None:
+    """Missing readings (0), in place: scattered drops plus a few whole-sensor outages of 1-6 hours."""
+    t_total, num_sensors = speed.shape
+    speed[rng.random(speed.shape) < missing_rate] = MISSING_VALUE
+    for _ in range(outages):
+        s = rng.integers(num_sensors)
+        a = rng.integers(t_total)
+        speed[a:a + int(rng.integers(12, 73)), s] = MISSING_VALUE
+
+
 def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: float = 5,
                        seed: int = 0, start: str = "2024-01-01T00:00", num_corridors: int = 3,
                        missing_rate: float = 0.005, outages: int = 3,
@@ -85,33 +123,9 @@ def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: 
     congestion = np.clip(load, 0, 1.3) * severity  # T × N, fraction of speed lost
     speed = free_flow * (1 - congestion) + 2.0 * _bump(hours[:, None], 3.0, 2.0)  # a bit faster at night
 
-    # Incidents: a sudden drop at one sensor that spreads upstream on its corridor and clears.
-    for _ in range(days // 2 + 1):
-        where = rng.integers(num_sensors)
-        t0 = rng.integers(t_total)
-        length = int(rng.integers(6, 19))  # 30-90 minutes at 5-min steps
-        upstream = np.flatnonzero((corridor == corridor[where]) & (position <= position[where]))
-        for s in upstream:
-            delay = int(round((position[where] - position[s]) * 12))
-            a, b = t0 + delay, min(t_total, t0 + delay + length)
-            if a < t_total:
-                speed[a:b, s] *= rng.uniform(0.35, 0.6)
-
-    # Sensor noise with some persistence (AR(1)), different per sensor.
-    noise_scale = rng.uniform(0.8, 2.5, num_sensors)
-    eps = rng.normal(0, 1, (t_total, num_sensors))
-    noise = np.empty_like(eps)
-    noise[0] = eps[0]
-    for t in range(1, t_total):
-        noise[t] = 0.7 * noise[t - 1] + 0.71 * eps[t]
-    speed = np.clip(speed + noise * noise_scale, 3.0, None)
-
-    # Missing readings: scattered drops plus a few whole-sensor outages of 1-6 hours.
-    speed[rng.random(speed.shape) < missing_rate] = MISSING_VALUE
-    for _ in range(outages):
-        s = rng.integers(num_sensors)
-        a = rng.integers(t_total)
-        speed[a:a + int(rng.integers(12, 73)), s] = MISSING_VALUE
+    _add_incidents(speed, rng, days // 2 + 1, corridor, position)
+    speed = np.clip(speed + _sensor_noise(rng, t_total, num_sensors), 3.0, None)
+    _drop_readings(speed, rng, missing_rate, outages)
 
     return SensorData(values=speed.astype(np.float32), timestamps=stamps,
                       sensor_ids=[f"syn-{i:03d}" for i in range(num_sensors)],

@@ -1,6 +1,6 @@
 """Figures of ``himnet report`` (matplotlib, Agg backend: no display needed).
 
-Each function draws precomputed arrays (``training/report.py`` computes them) into one PNG and
+Each function draws precomputed arrays (``studies/report.py`` computes them) into one PNG and
 returns its path.
 """
 

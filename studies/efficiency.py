@@ -1,13 +1,13 @@
 """``himnet efficiency``: the paper's efficiency study.
 
-For HimNet (``model.himnet``) and its naive per-step form (``tests/model/naive_himnet.py``:
+For HimNet (``model.himnet``) and its naive per-step form (``studies/naive_himnet.py``:
 parameters regenerated at every recurrent step) it prints the number of parameters, the time of
 one training step, the time of one epoch (step time × steps per epoch of the given dataset and
 batch size), inference latency at batch 1 and at the batch size, and the peak memory of a
 training step. It also prints the analytical size of the pool-free variant HimNet-Θ′, which
 gives every context its own parameters (:func:`theta_prime_parameters`) and fits on no GPU.
 
-Measurement code is shared with ``benchmarks/model_speed.py`` (``training/speed.py``).
+Measurement code is shared with ``benchmarks/model_speed.py`` (``studies/speed.py``).
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from himnet.args import add_data_option, parse_data_options
 from model import HimNetConfig, get_preset
-from training import speed
+from studies import speed
 from training.datasets import DatasetError, load_dataset
-from training.evaluate import parse_options
 from training.windows import parse_split, split_windows
 
 DAYS_PER_WEEK = 7
@@ -114,7 +113,7 @@ def measure(config: HimNetConfig, *, batch_size: int = 16, repeats: int = 5, nai
             threads: int = 2, include_naive: bool = True, memory: bool = True) -> EfficiencyResult:
     """Measure HimNet and (when available and asked for) the naive form under ``config``."""
     torch.set_num_threads(threads)
-    kinds = ["himnet"] + (["naive"] if include_naive and speed.naive_class() is not None else [])
+    kinds = ["himnet"] + (["naive"] if include_naive else [])
     rows: dict[str, dict[str, float | None]] = {}
 
     def put(name: str, kind: str, value: float | None) -> None:
@@ -170,12 +169,16 @@ def _human(n: int) -> str:
     return str(n)
 
 
+# what `himnet efficiency` reports as the user's mistake (himnet.args.run_command)
+USER_ERRORS = (DatasetError, ValueError)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("example:  himnet efficiency --data los-loop --split los-loop\n"
                      "Without --data the model has the preset's N and no epoch time is estimated.")
     parser.add_argument("--preset", default="metr-la")
     parser.add_argument("--data", help="dataset whose sensors (N) and training windows set the epoch size")
-    parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    add_data_option(parser)
     parser.add_argument("--split", help="split spec (default: the preset's)")
     parser.add_argument("--max-nodes", type=int)
     parser.add_argument("--hidden", type=int)
@@ -196,18 +199,11 @@ def run(args: argparse.Namespace) -> int:
     spe, name = None, None
     if args.data:
         split = args.split or ":".join(f"{r:g}" for r in preset.split)
-        try:
-            spe, n, name = steps_per_epoch(args.data, parse_options(args.data_option), split, batch_size,
-                                           config.in_steps, config.out_steps, args.max_nodes)
-        except (DatasetError, ValueError) as exc:
-            print(f"himnet efficiency: {exc}", file=sys.stderr)
-            return 2
+        spe, n, name = steps_per_epoch(args.data, parse_data_options(args.data_option), split, batch_size,
+                                       config.in_steps, config.out_steps, args.max_nodes)
         config = config.replace(num_nodes=n)
     if args.hidden:
         config = config.replace(hidden_dim=args.hidden)
-    if not args.no_naive and speed.naive_class() is None:
-        print(f"himnet efficiency: naive form not found ({speed.NAIVE_FILE}); measuring HimNet only",
-              file=sys.stderr)
     result = measure(config, batch_size=batch_size, repeats=args.repeats, naive_repeats=args.naive_repeats,
                      steps_in_epoch=spe, dataset=name, device=args.device, threads=args.threads,
                      include_naive=not args.no_naive, memory=not args.no_memory)

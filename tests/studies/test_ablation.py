@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from model import ABLATIONS
-from training.ablation import VARIANT_NAMES, compare_to_full, format_ablation_table, run_ablation
+from studies.ablation import VARIANT_NAMES, compare_to_full, format_ablation_table, run_ablation
 from training.checkpoint import Checkpoint
-from training.cli import main
+from himnet.cli import main
 from training.datasets import generate_synthetic
 
 OPTIONS = dict(hidden=4, embedding_dims=(2, 2, 2, 2), max_steps=2, epochs=1, batch_size=8, eval_batch_size=256,
@@ -76,7 +76,7 @@ def test_cli(tmp_path, capsys):
             config.st_embedding_dim) == (3, 0, 4, 5)
     assert main(["ablation", "--variants", "none,bogus", "--output", str(tmp_path / "x")]) == 2
     for bad in ("3,0,4", "3,0,4,x", "3,-1,4,5"):
-        with pytest.raises(SystemExit) as exit_:
+        with pytest.raises(SystemExit, match="^2$") as exit_:  # argparse's usage error
             main(["ablation", "--embedding-dims", bad, "--output", str(tmp_path / "y")])
         assert exit_.value.code == 2
     assert "needs four sizes TOD,DOW,S,ST" in capsys.readouterr().err
@@ -84,7 +84,7 @@ def test_cli(tmp_path, capsys):
 
 def test_unseen_test_weekdays_are_reported():
     """Eight days from a Monday split 7:1:2: training ends on Saturday, the test reaches Sunday."""
-    from training.ablation import unseen_weekdays
+    from studies.ablation import unseen_weekdays
     from training.windows import prepare
 
     data = generate_synthetic(num_sensors=3, days=8)  # 2024-01-01 is a Monday

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from training.datasets import generate_synthetic
-from training.replay import (
+from replay import (
     HorizonStats,
     OnlineAccuracy,
     ReplayError,
@@ -115,7 +115,7 @@ def test_choose_start_keeps_day_of_week_and_time_of_day(data) -> None:
     start = choose_start(data.timestamps, 30, end, ZONE, INTERVAL)
     last = data.timestamps[start + 29].astype(datetime)
     assert (last.weekday(), last.hour, last.minute) == (2, 14, 35)
-    with pytest.raises(ReplayError):
+    with pytest.raises(ReplayError, match="but the dataset has only"):
         choose_start(data.timestamps, len(data.timestamps) + 1, end, ZONE, INTERVAL)
 
 

@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,14 @@ from typing import Any
 
 import torch
 
-from model import ABLATIONS, HimNet
+from himnet.args import add_data_option, embedding_dims, parse_data_options
+from model import ABLATIONS, HimNet, HimNetConfig
 from training import distributed
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
-from training.evaluate import evaluate_model, parse_options
-from training.loop import fit, seed_everything
-from training.train import TrainSettings, embedding_dims_arg, resolve
+from training.evaluate import evaluate_model
+from training.loop import LoopSettings, fit, seed_everything
+from training.train import TrainSettings, resolve
 from training.windows import PreparedData, prepare
 
 log = logging.getLogger("himnet.ablation")
@@ -91,16 +91,7 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(ABLATIONS)}")
     wall_start = time.monotonic()
-    settings = TrainSettings(**{"progress": False, **options})
-    if isinstance(data, SensorData):
-        settings.data = data.source or data.name
-    else:
-        settings.data = str(data)
-        data = load_dataset(data, **settings.data_options)
-    if settings.max_nodes:
-        data = data.subset(nodes=settings.max_nodes)
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    settings, data = _settings_and_data(data, options)
     base_config, loop, split = resolve(settings, data)
     # One split and one scaler for every variant: only the model differs.
     prepared = prepare(data, split, base_config.in_steps, base_config.out_steps)
@@ -115,38 +106,10 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
     rows: list[VariantResult] = []
     test_windows = 0
     for variant in variants:
-        config = base_config.replace(ablation=variant)
-        run_dir = (out_dir / variant) if out_dir is not None else Path(
-            _scratch_dir()) / variant
-        run_dir.mkdir(parents=True, exist_ok=True)
-        seed_everything(settings.seed)
-        model = HimNet(config)
-        n_params = sum(p.numel() for p in model.parameters())
-        log.info("%s (%s): %d parameters", VARIANT_NAMES[variant], variant, n_params)
-        result = fit(model, prepared, loop, run_dir, info, device)
-        model = model.cpu().eval()
-        report = evaluate_model(model, prepared, "test", "cpu", loop.eval_batch_size)
-        test_windows = report["num_windows"]
-        horizon = {h: dict(report["model"]["horizon"][h - 1]) for h in HORIZONS if h <= config.out_steps}
-        ckpt_path = None
-        if save_checkpoints and out_dir is not None:
-            ckpt = Checkpoint(
-                config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std,
-                sensor_ids=list(data.sensor_ids), interval_minutes=float(data.interval_minutes),
-                dataset=data.name,
-                coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
-                timezone=data.timezone, metrics={"test": report},
-                train_settings={**settings.to_dict(), "split": split, "ablation": variant,
-                                "history": result.history})
-            ckpt_path = str(ckpt.save(run_dir / "checkpoint.pt"))
-        rows.append(VariantResult(
-            variant=variant, horizon=horizon, average=dict(report["model"]["all"]), parameters=n_params,
-            steps=result.batches_seen, epochs=result.epochs, best_epoch=result.best_epoch,
-            stopped_because=result.stopped_because, train_seconds=result.seconds, checkpoint=ckpt_path))
-        log.info("%s: step-12 MAE %s, all-step MAE %.4f (%d steps, %.0fs)", VARIANT_NAMES[variant],
-                 f"{horizon[12]['mae']:.4f}" if 12 in horizon else "n/a", report["model"]["all"]["mae"],
-                 result.batches_seen, result.seconds)
+        run_dir = (out_dir / variant) if out_dir is not None else Path(_scratch_dir()) / variant
+        row, test_windows = _train_variant(variant, base_config, settings, loop, split, data, prepared, run_dir,
+                                           info, device, save=save_checkpoints and out_dir is not None)
+        rows.append(row)
     out = AblationResult(rows=rows, dataset=data.describe(),
                          settings={**settings.to_dict(), "split": split, "loop": dataclasses.asdict(loop),
                                    "variants": list(variants)},
@@ -157,6 +120,57 @@ def run_ablation(data: SensorData | str | Path = "synthetic", variants: tuple[st
         (out_dir / "ablation.json").write_text(json.dumps(out.to_dict(), indent=2))
         (out_dir / "ablation.txt").write_text(format_ablation_table(out) + "\n\n" + compare_to_full(out) + "\n")
     return out
+
+
+def _settings_and_data(data: SensorData | str | Path, options: dict[str, Any]) -> tuple[TrainSettings, SensorData]:
+    """The shared training settings, and the data they describe (loaded, cut to max_nodes)."""
+    settings = TrainSettings(**{"progress": False, **options})
+    if isinstance(data, SensorData):
+        settings.data = data.source or data.name
+    else:
+        settings.data = str(data)
+        data = load_dataset(data, **settings.data_options)
+    if settings.max_nodes:
+        data = data.subset(nodes=settings.max_nodes)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    return settings, data
+
+
+def _train_variant(variant: str, base_config: HimNetConfig, settings: TrainSettings, loop: LoopSettings,
+                   split: str, data: SensorData, prepared: PreparedData, run_dir: Path,
+                   info: distributed.DistInfo, device: torch.device, save: bool) -> tuple[VariantResult, int]:
+    """Train one variant from the shared seed, test it, save its checkpoint: (its row, test windows)."""
+    config = base_config.replace(ablation=variant)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(settings.seed)
+    model = HimNet(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s (%s): %d parameters", VARIANT_NAMES[variant], variant, n_params)
+    result = fit(model, prepared, loop, run_dir, info, device)
+    model = model.cpu().eval()
+    report = evaluate_model(model, prepared, "test", "cpu", loop.eval_batch_size)
+    horizon = {h: dict(report["model"]["horizon"][h - 1]) for h in HORIZONS if h <= config.out_steps}
+    ckpt_path = None
+    if save:
+        ckpt = Checkpoint(
+            config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std,
+            sensor_ids=list(data.sensor_ids), interval_minutes=float(data.interval_minutes),
+            dataset=data.name,
+            coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
+            timezone=data.timezone, metrics={"test": report},
+            train_settings={**settings.to_dict(), "split": split, "ablation": variant,
+                            "history": result.history})
+        ckpt_path = str(ckpt.save(run_dir / "checkpoint.pt"))
+    log.info("%s: step-12 MAE %s, all-step MAE %.4f (%d steps, %.0fs)", VARIANT_NAMES[variant],
+             f"{horizon[12]['mae']:.4f}" if 12 in horizon else "n/a", report["model"]["all"]["mae"],
+             result.batches_seen, result.seconds)
+    row = VariantResult(
+        variant=variant, horizon=horizon, average=dict(report["model"]["all"]), parameters=n_params,
+        steps=result.batches_seen, epochs=result.epochs, best_epoch=result.best_epoch,
+        stopped_because=result.stopped_because, train_seconds=result.seconds, checkpoint=ckpt_path)
+    return row, report["num_windows"]
 
 
 def unseen_weekdays(prepared: PreparedData) -> list[int]:
@@ -215,19 +229,23 @@ def compare_to_full(result: AblationResult, step: int = 12) -> str:
     return "\n".join(lines)
 
 
+# what `himnet ablation` reports as the user's mistake (himnet.args.run_command)
+USER_ERRORS = (DatasetError, CheckpointError, ValueError, KeyError)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("example:  himnet ablation --data los-loop --split los-loop --max-time 240 --output runs/ablation\n"
                      "Each variant gets the same seed, split, scaler and budget; checkpoints go to\n"
                      "<output>/<variant>/checkpoint.pt, the table to <output>/ablation.{txt,json}.")
     g = parser.add_argument_group("data")
     g.add_argument("--data", default="synthetic", help="'synthetic', 'los-loop' or a dataset path (as for train)")
-    g.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE", help="reader option (repeatable)")
+    add_data_option(g)
     g.add_argument("--split", help="split spec (default: the preset's), e.g. 7:1:2, los-loop")
     g.add_argument("--max-nodes", type=int, help="use only the first K sensors")
     g = parser.add_argument_group("model (default: the preset's)")
     g.add_argument("--preset", default="metr-la")
     g.add_argument("--hidden", type=int)
-    g.add_argument("--embedding-dims", type=embedding_dims_arg, metavar="TOD,DOW,S,ST",
+    g.add_argument("--embedding-dims", type=embedding_dims, metavar="TOD,DOW,S,ST",
                    help="embedding sizes override; DOW 0 when test days of week never occur in training "
                         "(one week of LOS-LOOP: 8,0,16,16)")
     g.add_argument("--batch-size", type=int)
@@ -252,17 +270,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    options = dict(data_options=parse_options(args.data_option), preset=args.preset, split=args.split,
+    options = dict(data_options=parse_data_options(args.data_option), preset=args.preset, split=args.split,
                    max_nodes=args.max_nodes, hidden=args.hidden, embedding_dims=args.embedding_dims,
                    batch_size=args.batch_size, epochs=args.epochs,
                    tf_decay_steps=args.tf_decay_steps,
                    max_steps=args.max_steps, max_time=args.max_time, patience=args.patience, seed=args.seed,
                    device=args.device, threads=args.threads)
-    try:
-        result = run_ablation(args.data, variants, output=args.output, **options)
-    except (DatasetError, CheckpointError, ValueError, KeyError) as exc:
-        print(f"himnet ablation: {exc}", file=sys.stderr)
-        return 2
+    result = run_ablation(args.data, variants, output=args.output, **options)
     print(f"{result.dataset['name']}: {result.test_windows} test windows; seed {args.seed}; "
           f"wall {result.wall_seconds:.0f}s")
     if result.extra.get("unseen_test_weekdays"):

@@ -13,9 +13,9 @@ import torch
 from model import HimNet, HimNetConfig
 from model.clustering import kmeans
 from training.checkpoint import Checkpoint
-from training.cli import main
+from himnet.cli import main
 from training.datasets import generate_synthetic
-from training.report import (
+from studies.report import (
     adjusted_rand_index,
     build_report,
     cosine_similarity,
@@ -78,20 +78,20 @@ def test_clusters_are_the_services(report, data, tmp_path):
     """Same function and defaults as GET /embeddings (service/embeddings.py)."""
     from service.embeddings import EmbeddingIndex
 
-    learned = load_learned(report.numbers["source"])
+    learned = load_learned(report.numbers.source)
     index = EmbeddingIndex.build({"node_embedding": learned.node_embedding, "adjacency": learned.adjacency},
                                  learned.sensor_ids, None, n_clusters=3, seed=0, k_neighbours=3)
-    assert report.numbers["labels"] == index.clusters.tolist()
-    assert report.numbers["labels"] == kmeans(learned.node_embedding.astype(np.float64), 3, seed=0).labels.tolist()
+    assert report.numbers.labels == index.clusters.tolist()
+    assert report.numbers.labels == kmeans(learned.node_embedding.astype(np.float64), 3, seed=0).labels.tolist()
 
 
 def test_stability_numbers(report):
-    ari = report.numbers["ari_kmeans_seeds"]["ari"]
+    ari = report.numbers.ari_kmeans_seeds["ari"]
     assert -1.0 <= ari <= 1.0
-    (other,) = report.numbers["ari_models"]
+    (other,) = report.numbers.ari_models
     assert other["other_seed"] == 1
     assert -1.0 <= other["ari"] <= 1.0 and -1.0 <= other["distance_correlation"] <= 1.0
-    st = report.numbers["stability"]
+    st = report.numbers.stability
     assert [r["k"] for r in st["by_k"]] == [3, 4, 5, 6, 7, 8, 9, 10]
     assert st["basis"] == "trained models" and st["recommended_k"] in range(3, 11)
     assert len(st["cluster_jaccard"]) == 3
@@ -104,8 +104,8 @@ def test_stability_numbers(report):
 def test_auto_clusters_show_the_most_reproducible_k(data, tmp_path):
     path = tiny_checkpoint(data, 0).save(tmp_path / "a.pt")
     rep = build_report(path, tmp_path / "r", clusters="auto", stability_ks=(2, 3, 4), top_ks=(3,))
-    assert rep.numbers["clusters"] == rep.numbers["stability"]["recommended_k"]
-    assert rep.numbers["stability"]["basis"] == "k-means seeds" and rep.numbers["ari_models"] == []
+    assert rep.numbers.clusters == rep.numbers.stability["recommended_k"]
+    assert rep.numbers.stability["basis"] == "k-means seeds" and rep.numbers.ari_models == []
     assert "give `--compare`" in rep.summary.read_text()
 
 
@@ -183,18 +183,18 @@ def test_a_model_without_day_of_week_embedding(data, tmp_path):
     ckpt.state_dict = HimNet(ckpt.config).state_dict()
     rep = build_report(ckpt.save(tmp_path / "no_dow.pt"), tmp_path / "r", clusters=2, top_ks=(3,))
     assert set(rep.figures) == FIGURES
-    assert rep.numbers["temporal"]["dow_similarity"] is None
+    assert rep.numbers.temporal["dow_similarity"] is None
     assert "d_dow = 0" in rep.summary.read_text()
-    labels = np.asarray(rep.numbers["temporal"]["clusters"])
+    labels = np.asarray(rep.numbers.temporal["clusters"])
     assert labels.shape == (7, data.steps_per_day) and (labels == labels[0]).all()  # every day alike
 
 
 def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path):
     """A bundle's embeddings.npz (written as ``himnet export`` writes it) reads like the checkpoint."""
     from model.bundle import BUNDLE_FORMAT, EMBEDDINGS_FILE, Manifest, sha256_file, utc_now_iso, write_manifest
-    from training.export import write_embeddings
+    from model.bundle_files import write_embeddings
 
-    ckpt = Checkpoint.load(report.numbers["source"])
+    ckpt = Checkpoint.load(report.numbers.source)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     write_embeddings(ckpt.build_model(), bundle / EMBEDDINGS_FILE)
@@ -208,13 +208,13 @@ def test_a_bundle_gives_the_same_report_as_its_checkpoint(report, data, tmp_path
         st_embedding_dim=c.st_embedding_dim, metrics={}, parity={},
         files={EMBEDDINGS_FILE: sha256_file(bundle / EMBEDDINGS_FILE)}))
     from_bundle = build_report(bundle, tmp_path / "out", data=data, clusters=3, top_ks=(3, 5))
-    assert from_bundle.numbers["kind"] == "bundle"
-    assert from_bundle.numbers["labels"] == report.numbers["labels"]
+    assert from_bundle.numbers.kind == "bundle"
+    assert from_bundle.numbers.labels == report.numbers.labels
     assert set(from_bundle.figures) == FIGURES
-    assert from_bundle.numbers["adjacency_overlap"] == report.numbers["adjacency_overlap"]
-    against_bundle = build_report(report.numbers["source"], tmp_path / "vs", data=data, clusters=3,
+    assert from_bundle.numbers.adjacency_overlap == report.numbers.adjacency_overlap
+    against_bundle = build_report(report.numbers.source, tmp_path / "vs", data=data, clusters=3,
                                   compare=[bundle], stability_ks=(3,), top_ks=(3,))
-    (row,) = against_bundle.numbers["ari_models"]
+    (row,) = against_bundle.numbers.ari_models
     assert row["ari"] == pytest.approx(1.0) and row["distance_correlation"] == pytest.approx(1.0)
     assert f"| `{bundle}` | - | 1.000 | 1.000 |" in against_bundle.summary.read_text()  # no training seed
 
@@ -244,6 +244,6 @@ def test_a_model_without_spatial_embedding_has_no_stability_to_measure(data, tmp
         ckpt.state_dict = HimNet(ckpt.config).state_dict()
         paths.append(ckpt.save(tmp_path / f"no_e_s_{seed}.pt"))
     rep = build_report(paths[0], tmp_path / "r", clusters="auto", compare=paths[1:], top_ks=(3,))
-    assert rep.numbers["clusters"] == 1 and "stability" not in rep.numbers and rep.numbers["ari_models"] == []
+    assert rep.numbers.clusters == 1 and rep.numbers.stability is None and rep.numbers.ari_models == []
     assert "cluster_stability" not in rep.figures and set(rep.figures) == FIGURES - {"cluster_stability"}
     assert "w/o E_s" in rep.summary.read_text()

@@ -1,9 +1,8 @@
 """Speed and memory measurement of HimNet and its naive per-step form, shared by
 ``himnet efficiency`` and ``benchmarks/model_speed.py``.
 
-The naive form (``tests/model/naive_himnet.py``: parameters regenerated at every recurrent step)
-lives with the tests, outside the installed packages; :func:`naive_class` imports it from the
-source checkout this package runs from and returns ``None`` where there is none.
+The naive form (``studies/naive_himnet.py``: parameters regenerated at every recurrent step) is
+part of this package, so ``himnet efficiency`` works from an installed package too.
 
 Timings are medians over repeats after one warm-up call. Peak memory of one training step is
 measured in a fresh process (CPU: rise of the resident-set high-water mark ``VmHWM`` above what
@@ -14,7 +13,6 @@ memory allocated before the step).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import subprocess
@@ -26,18 +24,11 @@ import torch
 from torch import nn
 
 from model import HimNet, HimNetConfig
+from studies.naive_himnet import NaiveHimNet
 
-REPO = Path(__file__).resolve().parents[1]
-NAIVE_FILE = REPO / "tests" / "model" / "naive_himnet.py"
-
-
-def naive_class() -> type[nn.Module] | None:
-    """``NaiveHimNet`` from the source checkout, or None when the tests are not beside the code."""
-    if not NAIVE_FILE.is_file():
-        return None
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module("tests.model.naive_himnet").NaiveHimNet
+# the directory holding the ``studies`` package (a source checkout or site-packages): the
+# peak-memory child runs ``python -m studies.speed`` from there
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(kind: str, config: HimNetConfig, seed: int = 0) -> nn.Module:
@@ -46,10 +37,7 @@ def build(kind: str, config: HimNetConfig, seed: int = 0) -> nn.Module:
     fast = HimNet(config)
     if kind == "fast":
         return fast
-    cls = naive_class()
-    if cls is None:
-        raise RuntimeError(f"the naive HimNet ({NAIVE_FILE}) is not available in this installation")
-    naive = cls(config)
+    naive = NaiveHimNet(config)
     naive.load_state_dict(fast.state_dict())
     return naive
 
@@ -153,9 +141,9 @@ def peak_memory_child(kind: str, config: HimNetConfig, b: int, threads: int, dev
 
 def peak_memory(kind: str, config: HimNetConfig, b: int, threads: int = 2, device: str = "cpu") -> float:
     """:func:`peak_memory_child` in a separate Python process, so earlier allocations don't count."""
-    cmd = [sys.executable, "-m", "training.speed", "--kind", kind, "--config", json.dumps(config.to_dict()),
+    cmd = [sys.executable, "-m", "studies.speed", "--kind", kind, "--config", json.dumps(config.to_dict()),
            "--batch", str(b), "--threads", str(threads), "--device", device]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=str(REPO)).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=str(PACKAGE_ROOT)).stdout
     return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.stability import (
+from studies.stability import (
     best_match_jaccard,
     cluster_stability,
     distance_correlation,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from training.cli import COMMANDS, main
+from himnet.cli import COMMANDS, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_of_every_command(command, capsys):
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(SystemExit, match="^0$") as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
@@ -19,7 +19,7 @@ def test_help_of_every_command(command, capsys):
 
 
 def test_examples_keep_their_line_breaks(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):  # --help exits 0
         main(["train", "--help"])
     lines = capsys.readouterr().out.splitlines()
     examples = [line.strip() for line in lines if "himnet train --" in line and "usage" not in line]

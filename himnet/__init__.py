@@ -1,0 +1,1 @@
+"""The ``himnet`` command: the dispatcher above ``training/``, ``studies/`` and ``replay/``."""
