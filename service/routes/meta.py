@@ -48,7 +48,6 @@ async def readyz(services: Services = Depends(get_services)) -> Response:
     ok = all(v == "ok" for v in checks.values())
     if checks["buffer"] != "ok":
         services.metrics.redis_errors.labels("ping").inc()
-    services.metrics.ready.set(1 if ok else 0)
     return JSONResponse(Health(status="ready" if ok else "not ready", checks=checks).model_dump(),
                         status_code=200 if ok else 503)
 
@@ -56,17 +55,21 @@ async def readyz(services: Services = Depends(get_services)) -> Response:
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(services: Services = Depends(get_services)) -> Response:
-    """Prometheus text format; the newest-slot age is measured at scrape time."""
+    """Prometheus text format; the newest slot and its age are read at scrape time."""
+    m = services.metrics
     try:
         latest = await services.buffer.latest_slot()
     except BufferUnavailable:
-        services.metrics.redis_errors.labels("read").inc()
-        latest = None
+        m.redis_errors.labels("read").inc()
+        latest = None  # the newest-reading timestamp keeps its last value: its age keeps growing
+    else:
+        m.newest_reading_timestamp.set(0.0 if latest is None else
+                                       services.clock.start(latest).timestamp())
     if latest is not None:
         age = time.time() - services.clock.start(latest).timestamp()
-        services.metrics.newest_slot_age.set(age)
+        m.newest_slot_age.set(age)
     else:
-        services.metrics.newest_slot_age.set(float("nan"))
+        m.newest_slot_age.set(float("nan"))
     return Response(services.metrics.render(), media_type=services.metrics.content_type)
 
 
