@@ -23,7 +23,10 @@ OVERLAYS = ("cpu", "gpu")
 K8S_VERSIONS = ("1.30.0", "1.35.0")
 SERVICEMONITOR_SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "servicemonitor.json").read_text(encoding="utf-8"))
-CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA}
+PROMETHEUSRULE_SCHEMA = json.loads(
+    (Path(__file__).parent / "schemas" / "prometheusrule.json").read_text(encoding="utf-8"))
+CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA,
+                  ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUSRULE_SCHEMA}
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -65,7 +68,8 @@ def test_every_rendered_object_is_valid(rendered, overlay: str, version: str) ->
     docs = rendered[overlay]
     kinds = sorted(d["kind"] for d in docs)
     for kind in ("ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
-                 "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceMonitor", "StatefulSet"):
+                 "PersistentVolumeClaim", "PodDisruptionBudget", "PrometheusRule", "Service",
+                 "ServiceMonitor", "StatefulSet"):
         assert kind in kinds, f"{overlay}: no {kind}"
     for doc in docs:
         validate(doc, version)
@@ -93,6 +97,14 @@ def test_validation_rejects_broken_objects(rendered) -> None:
     monitor["spec"]["endpoints"][0]["interval"] = "fifteen seconds"
     with pytest.raises(jsonschema.ValidationError):
         validate(monitor, K8S_VERSIONS[0])
+    rule = copy.deepcopy(one(docs, "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(rule, K8S_VERSIONS[0])
+    rule = copy.deepcopy(one(docs, "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["expresion"] = "up == 0"  # typo
+    with pytest.raises(jsonschema.ValidationError):
+        validate(rule, K8S_VERSIONS[0])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
