@@ -56,20 +56,19 @@ async def readyz(services: Services = Depends(get_services)) -> Response:
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(services: Services = Depends(get_services)) -> Response:
     """Prometheus text format; the newest slot and its age are read at scrape time."""
-    m = services.metrics
     try:
         latest = await services.buffer.latest_slot()
     except BufferUnavailable:
-        m.redis_errors.labels("read").inc()
+        services.metrics.redis_errors.labels("read").inc()
         latest = None  # the newest-reading timestamp keeps its last value: its age keeps growing
-    else:
-        m.newest_reading_timestamp.set(0.0 if latest is None else
-                                       services.clock.start(latest).timestamp())
+    else:  # monitoring (stale-feed alert): 0 while the buffer holds no reading
+        newest = services.clock.start(latest).timestamp() if latest is not None else 0.0
+        services.metrics.newest_reading_timestamp.set(newest)
     if latest is not None:
         age = time.time() - services.clock.start(latest).timestamp()
-        m.newest_slot_age.set(age)
+        services.metrics.newest_slot_age.set(age)
     else:
-        m.newest_slot_age.set(float("nan"))
+        services.metrics.newest_slot_age.set(float("nan"))
     return Response(services.metrics.render(), media_type=services.metrics.content_type)
 
 

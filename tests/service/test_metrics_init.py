@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import CACHE_SOURCES, REDIS_OPERATIONS, REJECT_REASONS, Metrics
 from tests.deploy.monitoring_sources import dashboard_queries, rule_queries, selectors, unmatched
-from tests.service.conftest import serve
+from tests.service.conftest import AUTH, INTERVAL_S, current_slot, serve, snapshot
 
 SERVICE = Path(__file__).resolve().parents[2] / "service"
 
@@ -21,9 +21,16 @@ def _samples(text: str) -> list[tuple[str, dict[str, str]]]:
             for s in f.samples]
 
 
-def test_first_scrape_has_every_series_rules_and_dashboard_read(make_settings) -> None:
+def test_first_scrape_has_every_series_rules_and_dashboard_read(make_settings, reference) -> None:
+    sensor = reference.manifest.sensor_ids[0]
     with serve(make_settings()) as client:
         text = client.get("/metrics").text  # the first request: nothing has happened yet
+        slot = current_slot() - 2
+        assert client.post("/readings", json={"readings": [snapshot(slot, {sensor: 1.0}),
+                                                           snapshot(slot - 3, {sensor: 2.0})]},
+                           headers=AUTH).status_code == 200
+        later = dict(_values(client.get("/metrics").text))
+    assert later[("himnet_newest_reading_timestamp_seconds", ())] == slot * INTERVAL_S
     samples = _samples(text)
     missing = unmatched(rule_queries() + dashboard_queries(), samples)
     assert not missing, f"absent from the first scrape: {missing}"
