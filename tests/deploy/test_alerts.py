@@ -46,6 +46,16 @@ def test_prometheus_config_loads_the_rule_file() -> None:
     assert RULES_FILE in loaded
 
 
+def test_compose_mounts_the_rules_where_the_config_looks(compose: dict[str, Any]) -> None:
+    prom = compose["services"]["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in prom["volumes"] if v.startswith("./")}
+    config = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
+    for pattern in config["rule_files"]:
+        inside = Path("/etc/prometheus") / pattern  # the config's directory in the container
+        source = mounts[str(inside.parent)]
+        assert (REPO / source).resolve() == (PROMETHEUS_YML.parent / pattern).parent.resolve()
+
+
 def rule_test_files() -> list[Path]:
     return sorted(RULE_TESTS_DIR.glob("*.yml"))
 
