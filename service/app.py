@@ -97,6 +97,8 @@ async def build_services(settings: Settings, metrics: Metrics) -> Services:
     )
     metrics.model_info.labels(manifest.model_name, manifest.model_version, str(runtime.backend),
                               str(runtime.provider), str(manifest.num_nodes)).set(1)
+    metrics.slot_interval.set(clock.interval_s)  # monitoring: stale-feed alert counts slots
+    metrics.inference_capacity.set(settings.inference_queue)  # monitoring: queue saturation
     return Services(settings=settings, manifest=manifest, runtime=runtime, clock=clock,
                     buffer=buffer, engine=engine, forecaster=forecaster, embeddings=index,
                     metrics=metrics, api_key=api_key,
@@ -114,6 +116,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("no API key configured: POST /readings and admin actions are refused")
         app.state.services = services
         services.ready = True
+        metrics.ready.set_function(  # monitoring: himnet_ready without anyone calling /readyz
+            lambda: float(services.ready and services.engine.runtime is not None))
         log.info("serving %s %s (%s, %s) with a %s buffer", services.manifest.model_name,
                  services.manifest.model_version, services.runtime.backend,
                  services.runtime.provider, "Redis" if services.buffer.shared else "memory")
@@ -130,6 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_problem_handlers(app)
     for router in (readings.router, forecast.router, embeddings.router, meta.router):
         app.include_router(router)
+    metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

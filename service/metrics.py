@@ -2,15 +2,27 @@
 
 A registry per app (not the global default) lets tests run several apps in one process. Labels
 are bounded: route templates, methods, status codes and rejection reasons, never sensor ids.
+Every known label value is created at zero up front, so that a series a rule or a dashboard
+panel reads exists from the first scrape and ``rate()`` sees the first failure (a counter that
+appears at 1 has no increase to show).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0)
+# Known label values, created at zero. tests/service/test_metrics_init.py checks that every value
+# the service code passes to .labels() (or to the cache's on_error) is listed here.
+REJECT_REASONS = ("misaligned", "in_future", "too_old", "duplicate_timestamp", "unknown_sensor",
+                  "not_finite", "out_of_range", "store_unavailable")
+REDIS_OPERATIONS = ("ping", "read", "write", "cache_get", "cache_put", "cache_invalidate",
+                    "cache_clear")
+CACHE_SOURCES = ("buffer", "request")
 
 
 class Metrics:
@@ -47,15 +59,49 @@ class Metrics:
         self.newest_slot_age = Gauge("himnet_newest_slot_age_seconds",
                                      "Age of the newest slot with readings (at scrape time)",
                                      registry=r)
+        self.newest_reading_timestamp = Gauge(
+            "himnet_newest_reading_timestamp_seconds",
+            "Start (Unix time) of the newest slot with readings in the buffer, read at scrape "
+            "time; 0 while the buffer holds none; kept when the buffer is unreachable",
+            registry=r)
+        self.slot_interval = Gauge("himnet_slot_interval_seconds",
+                                   "The model's time-slot length", registry=r)
         self.window_coverage = Gauge("himnet_window_coverage_ratio",
                                      "Observed fraction of the input window of the latest forecast",
                                      registry=r)
+        self.window_coverage.set(float("nan"))  # no forecast yet is not "nothing observed"
+        self.inference_capacity = Gauge("himnet_inference_queue_capacity",
+                                        "Forecasts that may run or wait before 503 (the bound)",
+                                        registry=r)
         self.redis_errors = Counter("himnet_redis_errors_total", "Failed Redis operations",
                                     ["operation"], registry=r)
         self.model_info = Gauge("himnet_model_info", "The served model (value is always 1)",
                                 ["model_name", "model_version", "backend", "provider",
                                  "num_nodes"], registry=r)
-        self.ready = Gauge("himnet_ready", "1 when the instance reports ready", registry=r)
+        self.ready = Gauge("himnet_ready", "1 when the instance can serve (read at scrape time)",
+                           registry=r)
+        for reason in REJECT_REASONS:
+            self.readings_rejected.labels(reason)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
+        for source in CACHE_SOURCES:
+            self.cache_hits.labels(source)
+            self.cache_misses.labels(source)
+
+    def init_routes(self, paths: dict[str, Any]) -> None:
+        """Create the request series of every route at zero, from the app's OpenAPI ``paths``
+        (route template -> method -> declared responses): each status a route declares (its
+        success code, its problem responses, 422) and 500; the latency histogram for the
+        success code only (an error's latency is not what a panel plots)."""
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                declared = sorted(str(code) for code in operation.get("responses", {})
+                                  if str(code).isdigit())
+                success = next((code for code in declared if code.startswith("2")), "200")
+                for status in sorted({success, "500", *declared}):
+                    self.requests.labels(path, method.upper(), status)
+                self.request_seconds.labels(path, method.upper(), success)
+        self.requests.labels("unmatched", "GET", "404")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

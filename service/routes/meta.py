@@ -48,7 +48,6 @@ async def readyz(services: Services = Depends(get_services)) -> Response:
     ok = all(v == "ok" for v in checks.values())
     if checks["buffer"] != "ok":
         services.metrics.redis_errors.labels("ping").inc()
-    services.metrics.ready.set(1 if ok else 0)
     return JSONResponse(Health(status="ready" if ok else "not ready", checks=checks).model_dump(),
                         status_code=200 if ok else 503)
 
@@ -56,12 +55,15 @@ async def readyz(services: Services = Depends(get_services)) -> Response:
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(services: Services = Depends(get_services)) -> Response:
-    """Prometheus text format; the newest-slot age is measured at scrape time."""
+    """Prometheus text format; the newest slot and its age are read at scrape time."""
     try:
         latest = await services.buffer.latest_slot()
     except BufferUnavailable:
         services.metrics.redis_errors.labels("read").inc()
-        latest = None
+        latest = None  # the newest-reading timestamp keeps its last value: its age keeps growing
+    else:  # monitoring (stale-feed alert): 0 while the buffer holds no reading
+        newest = services.clock.start(latest).timestamp() if latest is not None else 0.0
+        services.metrics.newest_reading_timestamp.set(newest)
     if latest is not None:
         age = time.time() - services.clock.start(latest).timestamp()
         services.metrics.newest_slot_age.set(age)

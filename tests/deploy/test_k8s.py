@@ -5,6 +5,7 @@ schema in tests/deploy/schemas, and the objects refer to each other correctly.""
 from __future__ import annotations
 
 import copy
+import re
 import json
 import subprocess
 import tomllib
@@ -26,7 +27,10 @@ ALL_OVERLAYS = OVERLAYS + ("sentinel",)
 K8S_VERSIONS = ("1.30.0", "1.35.0")
 SERVICEMONITOR_SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "servicemonitor.json").read_text(encoding="utf-8"))
-CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA}
+PROMETHEUSRULE_SCHEMA = json.loads(
+    (Path(__file__).parent / "schemas" / "prometheusrule.json").read_text(encoding="utf-8"))
+CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA,
+                  ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUSRULE_SCHEMA}
 
 
 def project_version() -> str:
@@ -72,7 +76,8 @@ def test_every_rendered_object_is_valid(rendered, overlay: str, version: str) ->
     docs = rendered[overlay]
     kinds = sorted(d["kind"] for d in docs)
     for kind in ("ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
-                 "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceMonitor", "StatefulSet"):
+                 "PersistentVolumeClaim", "PodDisruptionBudget", "PrometheusRule", "Service",
+                 "ServiceMonitor", "StatefulSet"):
         assert kind in kinds, f"{overlay}: no {kind}"
     for doc in docs:
         validate(doc, version)
@@ -101,6 +106,14 @@ def test_validation_rejects_broken_objects(rendered) -> None:
     monitor["spec"]["endpoints"][0]["interval"] = "fifteen seconds"
     with pytest.raises(jsonschema.ValidationError, match="'fifteen seconds' does not match"):
         validate(monitor, K8S_VERSIONS[0])
+    rule = copy.deepcopy(one(docs, "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(rule, K8S_VERSIONS[0])
+    rule = copy.deepcopy(one(docs, "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["expresion"] = "up == 0"  # typo
+    with pytest.raises(jsonschema.ValidationError):
+        validate(rule, K8S_VERSIONS[0])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -229,3 +242,100 @@ def test_gpu_overlay_differs_from_cpu_only_where_it_should(rendered) -> None:
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     requests = pod["containers"][0]["resources"]["requests"]
     assert requests["nvidia.com/gpu"] == pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+
+
+SCRAPE_ANNOTATION = "prometheus.io/scrape"
+
+
+def _annotated(doc: dict[str, Any]) -> list[str]:
+    """Where ``doc`` carries prometheus.io/* annotations: its metadata and/or pod template."""
+    places = []
+    if any(k.startswith("prometheus.io/") for k in doc["metadata"].get("annotations", {})):
+        places.append(f"{doc['kind']}/{doc['metadata']['name']}")
+    template = doc.get("spec", {}).get("template", {}).get("metadata", {})
+    if any(k.startswith("prometheus.io/") for k in template.get("annotations", {})):
+        places.append(f"{doc['kind']}/{doc['metadata']['name']} pods")
+    return places
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_are_scraped_once(rendered, overlay: str) -> None:
+    """Annotations on the pods only (a Service annotation would scrape every pod again through
+    its endpoints); the ServiceMonitor names the job the alert rules select."""
+    docs = rendered[overlay]
+    places = [p for d in docs for p in _annotated(d)]
+    assert places == ["Deployment/himnet-forecast pods"], places
+    monitor = one(docs, "ServiceMonitor")
+    svc = one(docs, "Service", "himnet-forecast")
+    job = svc["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    rules = one(docs, "PrometheusRule")
+    exprs = [r["expr"] for g in rules["spec"]["groups"] for r in g["rules"]]
+    assert all(f'job="{job}"' in e for e in exprs), f"the rules do not all select job={job}"
+
+
+def test_scrape_check_catches_a_second_annotated_object(rendered) -> None:
+    svc = copy.deepcopy(one(rendered["cpu"], "Service", "himnet-forecast"))
+    svc["metadata"]["annotations"] = {SCRAPE_ANNOTATION: "true"}
+    assert _annotated(svc) == ["Service/himnet-forecast"]
+
+
+def _render_with(tmp_path: Path, kustomization: dict[str, Any]) -> list[dict[str, Any]]:
+    """Render a kustomization written in ``tmp_path`` whose paths are given relative to K8S
+    (kustomize accepts only relative paths)."""
+    tmp_path.mkdir(parents=True)
+    rel = Path(*[".."] * len(tmp_path.resolve().parts[1:])) / K8S.resolve().relative_to("/")
+    doc = {key: [str(rel / p) for p in value] if key in ("resources", "components") else value
+           for key, value in kustomization.items()}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return render(tmp_path)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_selector_labels_are_configurable(tmp_path: Path, overlay: str) -> None:
+    component = {"resources": [f"overlays/{overlay}"],
+                 "components": ["components/prometheus-selector"]}
+    docs = _render_with(tmp_path / "default", component)
+    labelled = sorted(d["kind"] for d in docs if "release" in d["metadata"].get("labels", {}))
+    assert labelled == ["PrometheusRule", "ServiceMonitor"]
+    assert {one(docs, k)["metadata"]["labels"]["release"] for k in labelled} == {"kube-prometheus-stack"}
+    # an overlay sets its own value without editing the component (docs/deployment.md)
+    own = dict(component, labels=[{"pairs": {"release": "my-prometheus"}, "includeSelectors": False,
+                                   "fields": [{"kind": k, "path": "metadata/labels", "create": True}
+                                              for k in ("ServiceMonitor", "PrometheusRule")]}])
+    docs = _render_with(tmp_path / "own", own)
+    assert {one(docs, k)["metadata"]["labels"]["release"] for k in labelled} == {"my-prometheus"}
+    monitor, svc = one(docs, "ServiceMonitor"), one(docs, "Service", "himnet-forecast")
+    assert matches(monitor["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
+    for doc in docs:
+        validate(doc, K8S_VERSIONS[-1])
+
+
+ADAPTER_VALUES = K8S / "overlays" / "gpu" / "prometheus-adapter-values.yaml"
+
+
+def test_gpu_autoscaler_scales_on_the_inference_queue(rendered, tmp_path: Path) -> None:
+    from tests.deploy.test_monitoring import exported_families
+
+    cpu_hpa = one(rendered["cpu"], "HorizontalPodAutoscaler")
+    assert [m["type"] for m in cpu_hpa["spec"]["metrics"]] == ["Resource"]
+    (metric,) = one(rendered["gpu"], "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["type"] == "Pods", "a GPU pod's CPU does not track its inference load"
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    queue = int(one(rendered["gpu"], "ConfigMap")["data"].get("HIMNET_INFERENCE_QUEUE", "8"))
+    assert 0 < float(metric["pods"]["target"]["averageValue"]) < queue, "scale before shedding"
+    # prometheus-adapter serves that name from a metric the service exports
+    (rule,) = yaml.safe_load(ADAPTER_VALUES.read_text(encoding="utf-8"))["rules"]["custom"]
+    assert rule["name"]["as"] == metric["pods"]["metric"]["name"]
+    series = rule["seriesQuery"].split("{")[0]
+    assert series in exported_families() and exported_families()[series] == "gauge"
+    assert re.fullmatch(rule["name"]["matches"], series)
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    # its query, with the adapter's template filled in, is valid PromQL
+    query = (rule["metricsQuery"].replace("<<.Series>>", series).replace("<<.GroupBy>>", "pod")
+             .replace("<<.LabelMatchers>>", 'namespace="himnet", pod=~"himnet-forecast-.*"'))
+    check = tmp_path / "adapter.rules.yml"
+    check.write_text(yaml.safe_dump({"groups": [{"name": "adapter", "rules": [
+        {"record": "adapter:query", "expr": query}]}]}), encoding="utf-8")
+    result = subprocess.run([require_tool("promtool"), "check", "rules", str(check)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

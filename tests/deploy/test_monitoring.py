@@ -14,6 +14,7 @@ import yaml
 
 from service.metrics import Metrics
 from tests.deploy.conftest import DOCKER, require_tool
+from tests.deploy.monitoring_sources import rule_queries
 
 PROMETHEUS_YML = DOCKER / "prometheus" / "prometheus.yml"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "himnet.json"
@@ -114,8 +115,17 @@ def test_dashboard_queries_only_exported_metrics(dashboard: dict[str, Any]) -> N
                    "himnet_forecast_cache_hits_total", "himnet_forecast_cache_misses_total",
                    "himnet_newest_slot_age_seconds", "himnet_window_coverage_ratio",
                    "himnet_readings_rejected_total", "himnet_redis_errors_total",
-                   "himnet_inference_rejected_total"):
+                   "himnet_inference_rejected_total", "himnet_newest_reading_timestamp_seconds",
+                   "himnet_inference_queue_capacity", "himnet_slot_interval_seconds"):
         assert needed in {family_of(m, families) for m in used}, f"no panel shows {needed}"
+
+
+def test_dashboard_shows_every_signal_an_alert_reads(dashboard: dict[str, Any]) -> None:
+    families = exported_families()
+    shown = {family_of(m, families) for m in dashboard_metrics(dashboard)}
+    alerting = {family_of(m, families) for expr in rule_queries() for m in _METRIC.findall(expr)}
+    assert alerting and alerting <= shown, f"alerts read, no panel shows: {sorted(alerting - shown)}"
+    assert any("ALERTS{" in q for q in dashboard_queries(dashboard)), "no panel lists firing alerts"
 
 
 def test_metric_name_check_catches_a_wrong_name(dashboard: dict[str, Any]) -> None:

@@ -10,7 +10,9 @@
 * a real Prometheus with docker/prometheus/prometheus.yml, its scrape job pointed at the
   service and a one-second scrape interval.
 
-Then, through Prometheus's HTTP API: the service is up and scraped; ``himnet replay`` (as a
+Then, through Prometheus's HTTP API: the first scrape already holds every series the alert rules
+(docker/prometheus/rules, loaded) and the dashboard select, and with the buffer still empty only
+the stale-feed alert is active; the service is up and scraped; ``himnet replay`` (as a
 subprocess, over HTTP) drives forecasts that the forecast request counter shows; every metric the
 Grafana dashboard queries is exported by the service and every dashboard query is valid PromQL.
 """
@@ -35,6 +37,8 @@ from dockerfile_parse import DockerfileParser
 from model.bundle import read_manifest
 from service.settings import Settings
 from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, free_port, require_tool, wait_for
+from tests.deploy.monitoring_sources import DASHBOARD_FILE as DASHBOARD
+from tests.deploy.monitoring_sources import alerts, rule_queries, selectors
 from tests.deploy.test_monitoring import dashboard_metrics, dashboard_queries, exported_families
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -165,6 +169,7 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
         prom_port = free_port()
         config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+        config["rule_files"] = [str(DOCKER / "prometheus" / r) for r in config["rule_files"]]
         for job in config["scrape_configs"]:
             if job["job_name"] == "himnet":
                 job.pop("dns_sd_configs")
@@ -203,6 +208,35 @@ def query(prom: httpx.Client, expr: str) -> list[dict[str, Any]]:
 def scalar(prom: httpx.Client, expr: str) -> float:
     result = query(prom, expr)
     return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_first_scrape_has_every_series_rules_and_dashboard_read(stack) -> None:
+    """Before any traffic: every selector of the alert rules and the dashboard matches a series of
+    the FIRST scrape (queried at that scrape's timestamp), and the rules are loaded and healthy."""
+    prom = stack["prom"]
+    first = wait_for(lambda: query(prom, 'up{job="himnet"}[1m]'), 30, "the first scrape")
+    t0 = first[0]["values"][0][0]
+    missing = []
+    for expr in rule_queries() + dashboard_queries(json.loads(DASHBOARD.read_text(encoding="utf-8"))):
+        for sel in selectors(expr, drop={"instance"}):
+            body = prom.get("/api/v1/query", params={"query": f"count({sel})", "time": t0}).json()
+            if body["status"] != "success" or not body["data"]["result"]:
+                missing.append(str(sel))
+    assert not missing, f"not in the first scrape: {sorted(set(missing))}"
+
+    def rules() -> dict[str, str]:
+        groups = prom.get("/api/v1/rules").json()["data"]["groups"]
+        return {r["name"]: r["health"] for g in groups for r in g["rules"]}
+
+    names = {a["alert"] for a in alerts()}
+    wait_for(lambda: set(rules()) == names and set(rules().values()) == {"ok"}, 20,
+             "every rule loaded and evaluated without error")
+
+    # the buffer is still empty (no reading at all): the stale-feed alert, and only it, is active
+    def active() -> set[str]:
+        return {a["labels"]["alertname"] for a in prom.get("/api/v1/alerts").json()["data"]["alerts"]}
+
+    wait_for(lambda: active() == {"HimnetFeedStale"}, 20, "HimnetFeedStale alone pending")
 
 
 def test_service_is_scraped(stack) -> None:
