@@ -82,10 +82,10 @@ class SlotClock:
 # --- what a client may send ----------------------------------------------------------------------
 TimestampReason = Literal["misaligned", "in_future", "too_old"]
 
-_PHRASES: dict[str, str] = {
-    "misaligned": "is not on the model's interval",
-    "in_future": "is in the future",
-    "too_old": "is too old",
+_SENTENCES: dict[str, str] = {
+    "misaligned": "{subject} is not on the model's interval: {hint}",
+    "in_future": "{subject} is in the future: {hint}",
+    "too_old": "{subject} is {hint}",
 }
 
 
@@ -99,7 +99,7 @@ class TimestampRejected(ValueError):
 
     def describe(self, subject: str) -> str:
         """One sentence for a problem detail, e.g. ``as_of 2026-… is in the future: …``."""
-        return f"{subject} {_PHRASES[self.reason]}: {self.hint}"
+        return _SENTENCES[self.reason].format(subject=subject, hint=self.hint)
 
 
 class InputRules:

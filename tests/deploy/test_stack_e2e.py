@@ -33,8 +33,9 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from model.bundle import read_manifest
-from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, free_port, require_tool, wait_for
+from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, require_tool, wait_for
 from tests.deploy.test_monitoring import dashboard_metrics, dashboard_queries, exported_families
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
