@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle import Manifest
 from service.metrics import Metrics
 
 
@@ -41,7 +42,7 @@ class InferenceEngine:
         return self._pending
 
     async def load(self, bundle_dir: Path, backend: str, device: str, threads: int,
-                   manifest: Any = None) -> Any:
+                   manifest: Manifest | None = None) -> Any:
         """Load and warm the bundle's runtime on the inference thread.
 
         ``manifest``: the bundle's manifest if the caller verified it already, else None.
