@@ -32,14 +32,14 @@ def main() -> None:
     """Entry point."""
     settings = _settings()
     try:
-        verify_bundle(settings.bundle_dir)
+        manifest = verify_bundle(settings.bundle_dir)  # the one verification: handed to the app
         settings.resolved_api_key()
     except (BundleError, RuntimeError) as exc:
         print(f"service: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1,
+    uvicorn.run(create_app(settings, manifest), host=settings.host, port=settings.port, workers=1,
                 log_level=settings.log_level, access_log=False, server_header=False)
 
 

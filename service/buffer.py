@@ -17,8 +17,9 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from redis import asyncio as aioredis
@@ -29,8 +30,23 @@ from redis.exceptions import RedisError
 FLOAT = np.dtype("<f4")
 
 
+StoreOperation = Literal["read", "write", "cache"]
+
+
 class BufferUnavailable(RuntimeError):
-    """The shared store did not answer; nothing was stored or read."""
+    """The shared store did not answer; nothing was stored or read.
+
+    ``operation`` says what failed (reading the buffer, writing it, or clearing the forecast
+    cache): the client's answer differs, ``service/problems.py`` maps each.
+    """
+
+    def __init__(self, message: str, operation: StoreOperation) -> None:
+        super().__init__(message)
+        self.operation: StoreOperation = operation
+
+
+def _ignore(operation: str) -> None:
+    """Default error callback: count nothing."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +191,11 @@ return out
 
 
 class RedisBuffer(ReadingBuffer):
-    """Buffer in Redis, shared by every replica that uses the same URL and prefix."""
+    """Buffer in Redis, shared by every replica that uses the same URL and prefix.
+
+    Every failed Redis call is reported once to ``on_error`` with its operation ("read",
+    "write", "ping"), where it fails, so the metrics count each failure exactly once.
+    """
 
     shared = True
 
@@ -186,10 +206,12 @@ class RedisBuffer(ReadingBuffer):
         num_nodes: int,
         interval_s: int,
         retention_slots: int,
+        on_error: Callable[[str], None] = _ignore,
     ) -> None:
         super().__init__(num_nodes, interval_s, retention_slots)
         self.client = client
         self.prefix = prefix
+        self.on_error = on_error
         self._empty_row = np.full(num_nodes, np.nan, dtype=FLOAT).tobytes()
         self._latest_window = client.register_script(_LATEST_WINDOW)
 
@@ -212,7 +234,8 @@ class RedisBuffer(ReadingBuffer):
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise BufferUnavailable(f"Redis did not store the readings: {exc}") from exc
+            self.on_error("write")
+            raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
 
     async def read_window_with(
         self, last_slot: int, length: int, extra_keys: Sequence[str]
@@ -221,7 +244,8 @@ class RedisBuffer(ReadingBuffer):
         try:
             blobs = await self.client.mget(keys + list(extra_keys))
         except (RedisError, OSError) as exc:
-            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+            self.on_error("read")
+            raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         return self.decode(blobs[:length]), list(blobs[length:])
 
     def decode(self, blobs: Sequence[bytes | None]) -> np.ndarray:
@@ -239,7 +263,8 @@ class RedisBuffer(ReadingBuffer):
                                            byscore=True, desc=True, offset=0, num=1,
                                            withscores=True)
         except (RedisError, OSError) as exc:
-            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+            self.on_error("read")
+            raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         return int(top[0][1]) if top else None
 
     async def latest_window(
@@ -250,7 +275,8 @@ class RedisBuffer(ReadingBuffer):
                 keys=[self.slots_key],
                 args=[self.oldest_kept(), length, f"{self.prefix}:slot:", extra_prefix or ""])
         except (RedisError, OSError) as exc:
-            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+            self.on_error("read")
+            raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         if not out:
             return None
         blobs = [b or None for b in out[1:]]  # Lua turns a missing key into false
@@ -261,6 +287,7 @@ class RedisBuffer(ReadingBuffer):
         try:
             return bool(await self.client.ping())
         except (RedisError, OSError):
+            self.on_error("ping")
             return False
 
     async def close(self) -> None:

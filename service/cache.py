@@ -212,7 +212,7 @@ class RedisForecastCache(ForecastCache):
                 await self.client.unlink(*batch)
         except (RedisError, OSError) as exc:
             self.on_error("cache_clear")
-            raise BufferUnavailable(f"Redis did not answer: {exc}") from exc
+            raise BufferUnavailable(f"Redis did not answer: {exc}", "cache") from exc
 
 
 class StatelessCache:

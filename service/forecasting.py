@@ -3,6 +3,8 @@
 Windows come from the buffer (``last_slot`` = as_of) or from the request (stateless). Either
 way the model always sees ``T_in`` consecutive slots ending at ``last_slot`` and forecasts the
 ``T_out`` slots after it; identical windows are computed once (cache + single flight).
+The write path tells the forecaster which slots changed (:meth:`Forecaster.readings_changed`);
+errors are domain errors (``service/errors.py``), mapped to HTTP in ``service/problems.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,9 +20,9 @@ import numpy as np
 
 from service.buffer import ReadingBuffer
 from service.cache import ForecastCache, ModelOutput, StatelessCache
+from service.errors import NotFound
 from service.inference import InferenceEngine
 from service.metrics import Metrics
-from service.problems import Problem
 from service.timeslots import SlotClock
 
 
@@ -101,9 +104,9 @@ class Forecaster:
         if last_slot is None:  # newest window and its cache entry in one round trip
             found = await self.buffer.latest_window(self.in_steps, self.cache.prefetch_prefix())
             if found is None:
-                raise Problem(404, "no-readings",
-                              "the reading buffer is empty: POST /readings first, or send the "
-                              "input window with the request ('window')")
+                raise NotFound("no-readings",
+                               "the reading buffer is empty: POST /readings first, or send the "
+                               "input window with the request ('window')")
             last_slot, window, prefetched = found
         else:
             prefetch = self.cache.prefetch_key(last_slot)
@@ -111,8 +114,8 @@ class Forecaster:
                 last_slot, self.in_steps, [prefetch] if prefetch else [])
             prefetched = extra[0] if extra else None
         if np.isnan(window).all():
-            raise Problem(404, "no-readings",
-                          f"no readings in the input window ending at {self.clock.iso(last_slot)}")
+            raise NotFound("no-readings",
+                           f"no readings in the input window ending at {self.clock.iso(last_slot)}")
         digest = self.digest(window, last_slot)
         out = await self.cache.get(last_slot, digest, prefetched)
         if out is not None:
@@ -136,6 +139,10 @@ class Forecaster:
         out = await self._compute_once(window, last_slot, digest)
         self.stateless_cache.put(digest, out)
         return Forecast(last_slot, window, out, digest, "request", False)
+
+    async def readings_changed(self, slots: Iterable[int]) -> None:
+        """New readings were stored for ``slots``: forget outputs of windows that cover them."""
+        await self.cache.invalidate(slots)
 
     async def clear_cache(self) -> None:
         """Forget every cached output (buffered and stateless)."""

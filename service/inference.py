@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle import Manifest
 from service.metrics import Metrics
 
 
@@ -40,14 +41,18 @@ class InferenceEngine:
     def pending(self) -> int:
         return self._pending
 
-    async def load(self, bundle_dir: Path, backend: str, device: str, threads: int) -> Any:
-        """Load and warm the bundle's runtime on the inference thread."""
+    async def load(self, bundle_dir: Path, backend: str, device: str, threads: int,
+                   manifest: Manifest | None = None) -> Any:
+        """Load and warm the bundle's runtime on the inference thread.
+
+        ``manifest``: the bundle's manifest if the caller verified it already, else None.
+        """
         from service.runtime import load_runtime  # the runtime module owns onnxruntime/torch
 
         def _load() -> Any:
             self.thread_ident = threading.get_ident()
             return load_runtime(bundle_dir, backend=backend, device=device, threads=threads,
-                                warmup=True)
+                                warmup=True, manifest=manifest)
 
         loop = asyncio.get_running_loop()
         self.runtime = await loop.run_in_executor(self._executor, _load)

@@ -1,7 +1,9 @@
 """RFC 9457 problem details: every error leaves the service as ``application/problem+json``.
 
-Handlers are installed for our own :class:`Problem`, FastAPI's validation errors, Starlette's
-HTTP errors and anything unexpected, so a client never sees an HTML page or a stack trace.
+Handlers are installed for our own :class:`Problem` (raised by routes), the domain errors of
+``service/errors.py``, an unreachable store and a full inference queue (503 + ``Retry-After``),
+FastAPI's validation errors, Starlette's HTTP errors and anything unexpected, so a client never
+sees an HTML page or a stack trace. This is the one place that maps errors to status codes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from service.buffer import BufferUnavailable, StoreOperation
+from service.errors import InvalidInput, NotFound, ServiceError
+from service.inference import Overloaded
 
 log = logging.getLogger("service")
 
@@ -32,6 +38,17 @@ _TITLES = {
     422: "Invalid request",
     500: "Internal server error",
     503: "Service unavailable",
+}
+
+# Domain error kind -> status; a kind not listed here is a 422 (the request broke a rule).
+_DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 404}
+
+# What the client is told when the store fails, per failed operation.
+_STORE_DETAIL: dict[StoreOperation, str] = {
+    "write": "the reading buffer (Redis) is unreachable; nothing was stored, retry later",
+    "read": "the reading buffer (Redis) is unreachable; forecasts from a window sent with the "
+            "request still work",
+    "cache": "the forecast cache (Redis) is unreachable",
 }
 
 
@@ -94,13 +111,40 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Route every error path of the app through :func:`problem_response`."""
+def domain_status(exc: ServiceError) -> int:
+    """The HTTP status of a domain error (its nearest listed kind)."""
+    for kind in type(exc).__mro__:
+        if kind in _DOMAIN_STATUS:
+            return _DOMAIN_STATUS[kind]  # type: ignore[index]
+    return 422
+
+
+def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
+    """Route every error path of the app through :func:`problem_response`.
+
+    ``retry_after_s`` is the ``Retry-After`` of the 503 answers (store down, model busy).
+    """
+    retry = {"Retry-After": str(retry_after_s)}
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
         return problem_response(exc.status, exc.slug, exc.detail, title=exc.title,
                                 headers=exc.headers, instance=request.url.path, **exc.extra)
+
+    @app.exception_handler(ServiceError)
+    async def _domain(request: Request, exc: ServiceError) -> Response:
+        return problem_response(domain_status(exc), exc.slug, exc.detail,
+                                instance=request.url.path, **exc.extra)
+
+    @app.exception_handler(BufferUnavailable)
+    async def _store(request: Request, exc: BufferUnavailable) -> Response:
+        return problem_response(503, "store-unavailable", _STORE_DETAIL[exc.operation],
+                                headers=retry, instance=request.url.path)
+
+    @app.exception_handler(Overloaded)
+    async def _busy(request: Request, exc: Overloaded) -> Response:
+        return problem_response(503, "overloaded", f"the model is busy ({exc}); retry shortly",
+                                headers=retry, instance=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

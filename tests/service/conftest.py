@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ import uvicorn
 from model.time_features import time_features
 from service.app import create_app
 from service.settings import Settings
+from tests.ports import loopback_socket
 
 REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
 API_KEY = "test-key-7f3a"
@@ -99,9 +99,7 @@ def serve(settings: Settings) -> Iterator[httpx.Client]:
 def serve_app(settings: Settings) -> Iterator[tuple[httpx.Client, Any]]:
     """Like :func:`serve`, also yielding the app (for tests that look at its internals)."""
     app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = loopback_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning",
                                            access_log=False))
@@ -138,9 +136,3 @@ def reference(tiny_bundle: Path) -> Any:
     from service.runtime import load_runtime
 
     return load_runtime(tiny_bundle)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

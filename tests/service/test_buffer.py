@@ -1,18 +1,13 @@
-"""Buffer layout and slot arithmetic, against a real Redis (no bundle needed)."""
+"""Buffer layout against a real Redis, and the in-memory buffer (no bundle needed)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import numpy as np
-import pytest
 
-from model.time_features import time_features
 from service.buffer import MemoryBuffer, RedisBuffer, SlotUpdate, redis_client, runs
-from service.timeslots import SlotClock
 
 N = 10
 INTERVAL = 300
@@ -68,26 +63,3 @@ def test_redis_and_memory_buffers_agree(redis_url: str, prefix: str) -> None:
     want_ms = ((now_slot - 3 + 1 + 24) * INTERVAL - time.time()) * 1000
     assert abs(ttl - want_ms) < 5000
 
-
-def test_slot_clock_alignment_and_zones() -> None:
-    clock = SlotClock(5.0, 288, "America/Los_Angeles")
-    utc = datetime(2024, 3, 10, 9, 55, tzinfo=timezone.utc)  # 01:55 PST, before the DST jump
-    slot, aligned = clock.slot_of(utc)
-    assert aligned and clock.start(slot) == utc
-    assert clock.slot_of(utc + timedelta(seconds=1)) == (slot, False)
-    naive_local = datetime(2024, 3, 10, 1, 55)  # naive = model's wall clock
-    assert clock.slot_of(naive_local) == (slot, True)
-    other = utc.astimezone(timezone(timedelta(hours=-3)))
-    assert clock.slot_of(other) == (slot, True)
-    # features across the DST change equal the shared time encoding
-    feats = clock.features(slot, 4)
-    stamps = (np.arange(slot, slot + 4) * 300).astype("datetime64[s]")
-    np.testing.assert_array_equal(feats, time_features(stamps, 288, "America/Los_Angeles"))
-    local = [clock.start(s).astimezone(ZoneInfo("America/Los_Angeles")) for s in
-             range(slot, slot + 4)]
-    assert [t.hour for t in local] == [1, 3, 3, 3]  # 02:00 does not exist that night
-    assert feats[1, 0] == pytest.approx(36 / 288)  # 03:00 local
-    with pytest.raises(ValueError, match="whole number of seconds"):
-        SlotClock(0.001, 288, None)
-    with pytest.raises(ValueError, match="time zone"):
-        SlotClock(5.0, 288, "Mars/Olympus")

@@ -180,7 +180,7 @@ def test_overload_answers_503_with_retry_after(make_settings, reference) -> None
     last = current_slot() - 1
     stamps = [iso(s) for s in range(last - 11, last + 1)]
     with serve_app(make_settings(inference_queue=1, retry_after_s=3)) as (client, app):
-        engine = app.state.services.engine
+        engine = app.state.components.engine
         release = threading.Event()
         engine._executor.submit(release.wait, 30)  # occupy the one inference thread
         first: list[int] = []

@@ -15,7 +15,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.service.conftest import AUTH, current_slot, free_port, iso, serve, snapshot
+from tests.ports import free_port
+from tests.service.conftest import AUTH, current_slot, iso, serve, snapshot
 
 
 def _client(port: int) -> redis.Redis:

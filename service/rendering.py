@@ -1,0 +1,85 @@
+"""The JSON body of a forecast, memoised per window and request shape.
+
+Rendering 2,484 floats costs more than a cache hit, so identical answers are encoded once: the
+key is the window's digest plus which sensors, horizons and extras were asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.cache import LRU
+from service.forecasting import Forecast
+from service.timeslots import SlotClock
+
+
+class ForecastRenderer:
+    """Encodes :class:`~service.forecasting.Forecast` objects as response bodies."""
+
+    def __init__(
+        self,
+        clock: SlotClock,
+        *,
+        sensor_ids: Sequence[str],
+        model_version: str,
+        missing_policy: str,
+        decimals: int | None,
+        capacity: int = 512,
+    ) -> None:
+        self.clock = clock
+        self.sensor_ids = list(sensor_ids)
+        self.position = {s: i for i, s in enumerate(self.sensor_ids)}
+        self.model_version = model_version
+        self.missing_policy = missing_policy
+        self.decimals = decimals
+        self._bodies = LRU(capacity)
+
+    def render(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
+               with_st: bool) -> bytes:
+        """The body for ``sensors`` (None: all, model order) at ``steps`` (1-based)."""
+        memo_key = (fc.digest, None if sensors is None else tuple(sensors), tuple(steps), with_st)
+        cached = self._bodies.get(memo_key)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        encoded = orjson.dumps(self._body(fc, sensors, steps, with_st))  # ~6x faster than json
+        self._bodies.put(memo_key, encoded)
+        return encoded
+
+    def clear(self) -> None:
+        """Forget every memoised body."""
+        self._bodies.clear()
+
+    def _body(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
+              with_st: bool) -> dict[str, Any]:
+        clock = self.clock
+        ids = self.sensor_ids if sensors is None else sensors
+        cols = np.arange(len(self.sensor_ids)) if sensors is None else np.array(
+            [self.position[x] for x in sensors], dtype=np.int64)
+        rows = np.asarray(steps, dtype=np.int64) - 1
+        values = fc.output.forecast[np.ix_(rows, cols)].T.astype(np.float64)
+        if self.decimals is not None:
+            values = np.round(values, self.decimals)
+        missing = np.isnan(fc.window).all(axis=0)
+        body: dict[str, Any] = {
+            "model_version": self.model_version,
+            "as_of": clock.iso(fc.last_slot),
+            "source": fc.source,
+            "units": "raw",
+            "horizons": [{"step": h, "minutes": h * clock.interval_s / 60.0,
+                          "timestamp": clock.iso(fc.last_slot + h)} for h in steps],
+            "forecasts": dict(zip(ids, values.tolist())),  # NaN would become null
+            "quality": {
+                "observed_fraction": round(float((~np.isnan(fc.window)).mean()), 6),
+                "missing_policy": self.missing_policy,
+                "sensors_missing": [ids[i] for i in np.flatnonzero(missing[cols])],
+                "sensors_missing_total": int(missing.sum()),
+            },
+        }
+        if with_st:
+            st = fc.output.st_embedding[cols].astype(np.float64)
+            body["st_embedding"] = dict(zip(ids, st.tolist()))
+        return body
