@@ -264,7 +264,8 @@ def test_pods_are_scraped_once(rendered, overlay: str) -> None:
     its endpoints); the ServiceMonitor names the job the alert rules select."""
     docs = rendered[overlay]
     places = [p for d in docs for p in _annotated(d)]
-    assert places == ["Deployment/himnet-forecast pods"], places
+    # The forecast pods and the Redis pods (its exporter sidecar) are scraped, each once, as pods.
+    assert sorted(places) == ["Deployment/himnet-forecast pods", "StatefulSet/himnet-redis pods"], places
     monitor = one(docs, "ServiceMonitor")
     svc = one(docs, "Service", "himnet-forecast")
     job = svc["metadata"]["labels"][monitor["spec"]["jobLabel"]]
