@@ -108,11 +108,11 @@ def test_validation_rejects_broken_objects(rendered) -> None:
         validate(monitor, K8S_VERSIONS[0])
     rule = copy.deepcopy(one(docs, "PrometheusRule"))
     rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="'two minutes' does not match"):
         validate(rule, K8S_VERSIONS[0])
     rule = copy.deepcopy(one(docs, "PrometheusRule"))
     rule["spec"]["groups"][0]["rules"][0]["expresion"] = "up == 0"  # typo
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="expresion"):
         validate(rule, K8S_VERSIONS[0])
 
 
