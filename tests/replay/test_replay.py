@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from model.missing import NAN, ZERO
 from training.datasets import generate_synthetic
 from replay import (
     HorizonStats,
@@ -129,7 +130,7 @@ def test_column_mapping(data) -> None:
 
 
 def test_online_accuracy_scores_each_horizon_when_its_truth_arrives() -> None:
-    acc = OnlineAccuracy(out_steps=2, missing_value=0.0)
+    acc = OnlineAccuracy(out_steps=2, rule=ZERO)
     acc.add_forecast(0, np.array([[10.0, 20.0], [30.0, 40.0]]))  # rows 1 and 2, two sensors
     acc.truth_arrived(1, np.array([12.0, 0.0]))  # sensor 2 missing: not scored
     acc.truth_arrived(2, np.array([30.0, 50.0]))

@@ -91,7 +91,9 @@ def generate_counts(num_sensors: int = 32, days: int = 21, interval_minutes: flo
     corridor, position, coords, adj = _road_network(num_sensors, corridors, rng)
     # Flow runs towards the corridor's downstream end (position 1): up to 40 minutes of travel.
     delay = np.rint(position * 40 / interval_minutes).astype(np.int64)  # N steps
-    peak_rate = np.exp(rng.uniform(np.log(0.4), np.log(30.0), num_sensors))  # vehicles per interval at peak
+    low = rng.random(num_sensors) < 0.25  # low-demand sensors (ramps, side roads): mostly zeros
+    peak_rate = np.exp(np.where(low, rng.uniform(np.log(0.3), np.log(2.0), num_sensors),
+                                rng.uniform(np.log(5.0), np.log(60.0), num_sensors)))  # vehicles per interval
     hours = ((seconds % 86400) / 3600.0)[:, None] - delay[None, :] * interval_minutes / 60.0  # T × N
     level = _delayed(np.exp(_corridor_demand(rng, steps, corridors)) * _surges(
         rng, steps, corridors, days, steps_per_hour), corridor, delay)  # T × N
