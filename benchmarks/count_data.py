@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,7 +102,7 @@ def main() -> int:
                     tf_decay_steps=args.tf_decay_steps, batch_size=args.batch_size, loss=args.loss,
                     max_time=args.max_time, threads=args.threads, seed=args.seed, device=args.device,
                     progress=False)
-    start = time.monotonic()
+    start, load_start = time.monotonic(), os.getloadavg()
     data = {rule: count_data(args, rule) for rule in ("nan", "zero")}
     ckpts = {rule: train_model(data[rule], **settings, output=out / rule) for rule in data}
     counted = ckpts["nan"].metrics["test"]
@@ -117,7 +118,8 @@ def main() -> int:
     print(md)
     for name, passed, detail in results:
         print(f"{'PASS' if passed else 'FAIL'}  {name}: {detail}")
-    summary = {"passed": ok, "wall_seconds": time.monotonic() - start, "settings": {**settings, **vars(args)},
+    summary = {"passed": ok, "wall_seconds": time.monotonic() - start, "cpus": os.cpu_count(),
+               "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "settings": {**settings, **vars(args)},
                "data": {rule: d.describe() for rule, d in data.items()},
                "runs": {rule: {k: c.metrics[k] for k in ("epochs", "best_epoch", "stopped_because", "train_seconds")}
                         for rule, c in ckpts.items()},
@@ -127,7 +129,8 @@ def main() -> int:
     (out / "acceptance.json").write_text(json.dumps(summary, indent=2, default=str))
     zeros = float((data["nan"].values == 0).mean())
     print(f"{'ACCEPTED' if ok else 'NOT ACCEPTED'}: {zeros:.1%} of readings are real zeros; wall "
-          f"{summary['wall_seconds'] / 60:.1f} min; runs {json.dumps(summary['runs'])}")
+          f"{summary['wall_seconds'] / 60:.1f} min, load average {load_start[0]:.1f} at start on "
+          f"{os.cpu_count()} CPUs; runs {json.dumps(summary['runs'])}")
     return 0 if ok else 1
 
 

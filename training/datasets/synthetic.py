@@ -97,15 +97,22 @@ def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: 
     ``kind=counts`` gives vehicle counts instead (``training/datasets/synthetic_counts.py``; 0 is
     a real reading there, so train it with ``missing=nan``); ``count_options`` go to that generator.
     """
+    common = dict(num_sensors=num_sensors, days=days, interval_minutes=interval_minutes, seed=seed, start=start,
+                  num_corridors=num_corridors, missing_rate=missing_rate, outages=outages, timezone=timezone,
+                  missing=missing)
     if kind == "counts":
         from training.datasets.synthetic_counts import generate_counts  # it imports this module
 
-        return generate_counts(num_sensors=num_sensors, days=days, interval_minutes=interval_minutes, seed=seed,
-                               start=start, num_corridors=num_corridors, missing_rate=missing_rate,
-                               outages=outages, timezone=timezone, missing=missing, **count_options)
+        return generate_counts(**common, **count_options)
     if kind != "speed" or count_options:
         raise ValueError(f"synthetic kind {kind!r} with options {sorted(count_options)}: use kind=speed "
                          "(no extra options) or kind=counts (dispersion=)")
+    return _speeds(**common)
+
+
+def _speeds(num_sensors: int, days: int, interval_minutes: float, seed: int, start: str, num_corridors: int,
+            missing_rate: float, outages: int, timezone: str | None, missing: MissingRule | str | None) -> SensorData:
+    """The speed data set of :func:`generate_synthetic`."""
     rule = parse_rule(missing)
     num_sensors, days, seed, outages = int(num_sensors), int(days), int(seed), int(outages)
     interval_minutes, missing_rate = float(interval_minutes), float(missing_rate)
