@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from model.missing import DEFAULT_RULE, MissingRule
 from service.buffer import ReadingBuffer
 from service.cache import ForecastCache, ModelOutput, StatelessCache
 from service.errors import NotFound
@@ -29,8 +30,9 @@ from service.timeslots import SlotClock
 def impute(window: np.ndarray, policy: str, missing_value: float) -> np.ndarray:
     """Fill NaNs for the model.
 
-    ``missing_value``: every gap becomes the manifest's missing value (what the model saw in
-    training, where 0 meant "no reading"). ``locf``: the last observation in the window is
+    ``missing_value``: every gap becomes the manifest's missing value (what the model saw in a
+    gap in training: the rule's sentinel, 0 by default, or under the ``nan`` rule the scaler
+    mean). ``locf``: the last observation in the window is
     carried forward per sensor; gaps before a sensor's first observation get the missing value.
     """
     filled = np.array(window, dtype=np.float32, copy=True)
@@ -78,6 +80,7 @@ class Forecaster:
         missing_policy: str,
         missing_value: float,
         model_version: str,
+        missing_rule: MissingRule = DEFAULT_RULE,
     ) -> None:
         self.clock = clock
         self.buffer = buffer
@@ -89,8 +92,16 @@ class Forecaster:
         self.out_steps = out_steps
         self.policy = missing_policy
         self.missing_value = missing_value
+        self.rule = missing_rule  # the bundle's: which readings the model saw as missing in training
         self.model_version = model_version
         self._inflight: dict[bytes, asyncio.Future[ModelOutput]] = {}
+
+    def as_gaps(self, window: np.ndarray) -> np.ndarray:
+        """T_in × N with every reading the bundle's rule calls missing as NaN: under ``zero`` a
+        posted 0 is a gap (imputed, and reported missing), under ``nan`` it is a reading."""
+        if self.rule.nan_only:
+            return window
+        return np.where(self.rule.mask(window), np.float32(np.nan), window).astype(np.float32, copy=False)
 
     def digest(self, window: np.ndarray, last_slot: int) -> bytes:
         """Identity of a computation: window content, its slot, policy and model version."""
@@ -113,6 +124,7 @@ class Forecaster:
             window, extra = await self.buffer.read_window_with(
                 last_slot, self.in_steps, [prefetch] if prefetch else [])
             prefetched = extra[0] if extra else None
+        window = self.as_gaps(window)
         if np.isnan(window).all():
             raise NotFound("no-readings",
                            f"no readings in the input window ending at {self.clock.iso(last_slot)}")
@@ -130,6 +142,7 @@ class Forecaster:
 
     async def from_request(self, window: np.ndarray, last_slot: int) -> Forecast:
         """Forecast from a caller-supplied window (works with an empty or unreachable buffer)."""
+        window = self.as_gaps(window)
         digest = self.digest(window, last_slot)
         out = self.stateless_cache.get(digest)
         if out is not None:

@@ -187,6 +187,8 @@ class ModelInfo(BaseModel):
     interval_minutes: float
     timezone: str | None
     missing_value: float
+    missing_rule: str = Field("zero", description="What marks a missing reading (zero, nan or value:<x>): "
+                              "under zero a posted 0 counts as missing.")
     missing_policy: str
     metrics: dict[str, Any]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import EMBEDDINGS_FILE, MANIFEST, BundleError, Manifest
+from model.missing import parse_rule
 from service.cache import StatelessCache
 from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
@@ -93,7 +94,7 @@ def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime
         stateless_cache=StatelessCache(settings.cache_entries), engine=engine, metrics=metrics,
         in_steps=m.in_steps, out_steps=m.out_steps,
         missing_policy=settings.missing_policy, missing_value=float(m.missing_value),
-        model_version=m.model_version,
+        model_version=m.model_version, missing_rule=parse_rule(m.missing_rule),
     )
     ingest = Ingest(rules=rules, buffer=stores.buffer, forecaster=forecaster, metrics=metrics,
                     sensor_ids=m.sensor_ids, max_batch_timestamps=settings.max_batch_timestamps)

@@ -36,7 +36,7 @@ async def model_info(m: ManifestDep, rt: RuntimeDep, settings: SettingsDep) -> M
         created_at=m.created_at, backend=str(rt.backend), provider=str(rt.provider),
         num_nodes=m.num_nodes, in_steps=m.in_steps, out_steps=m.out_steps,
         interval_minutes=float(m.interval_minutes), timezone=m.timezone,
-        missing_value=float(m.missing_value), missing_policy=settings.missing_policy,
+        missing_value=float(m.missing_value), missing_rule=m.missing_rule, missing_policy=settings.missing_policy,
         metrics=m.metrics,
     )
 
