@@ -118,16 +118,37 @@ class Horizon(BaseModel):
 
 class InputQuality(BaseModel):
     observed_fraction: float = Field(description="Observed share of the T_in × N input window.")
+    slot_coverage: list[float] = Field(
+        description="Share of the sensors that reported, per input slot (oldest first).")
+    last_slot_coverage: float = Field(description="Share of the sensors in the last input slot.")
     missing_policy: str
     sensors_missing: list[str] = Field(
         description="Requested sensors without a single reading in the window."
     )
     sensors_missing_total: int = Field(description="All sensors without a reading in the window.")
+    sensors_imputed: list[str] = Field(
+        description="Requested sensors with at least one imputed slot in the window.")
+    sensors_imputed_total: int = Field(description="All sensors with an imputed slot.")
+    sensors_imputed_last_slot: list[str] = Field(
+        description="Requested sensors imputed in the last input slot.")
+    sensors_imputed_last_slot_total: int = Field(
+        description="All sensors imputed in the last input slot.")
 
 
 class ForecastResponse(BaseModel):
     model_version: str
-    as_of: str = Field(description="Last input slot (UTC).")
+    as_of: str = Field(description="Last input slot (UTC): the window end.")
+    window_end_reason: str = Field(
+        description="Why the window ends there: 'as_of' (asked for), 'window' (the last "
+        "timestamp of a window sent with the request), 'newest slot with coverage >= X' (the "
+        "default, HIMNET_MIN_SLOT_COVERAGE), 'newest slot (none of the newest K slot(s) "
+        "reached coverage X)' or 'newest slot' (threshold 0).",
+        examples=["newest slot with coverage >= 0.9"])
+    newest_reading: str | None = Field(
+        description="Newest slot with a reading (UTC): in the buffer for a default window "
+        "end (it may be newer than as_of), in the window otherwise.")
+    newest_reading_age_s: float | None = Field(
+        description="Seconds from the start of that slot to this answer.")
     source: Literal["buffer", "request"]
     units: str = "raw"
     horizons: list[Horizon]

@@ -48,6 +48,17 @@ class Settings(BaseSettings):
         "convention, 0); locf: last observation in the window carried forward, "
         "leading gaps filled with the missing value.",
     )
+    min_slot_coverage: float = Field(
+        0.9, ge=0.0, le=1.0,
+        description="Without as_of the window ends at the newest slot where at least this share "
+        "of the sensors reported (a ragged newest slot waits); 0 = the newest slot with any "
+        "reading. Default measured on LOS-LOOP (docs/performance.md, benchmarks/ragged_slot.py).",
+    )
+    coverage_lookback_slots: int = Field(
+        2, ge=0, le=12,
+        description="How many slots before the newest one the default window end may step back "
+        "to find that coverage; when none has it, the window ends at the newest slot.",
+    )
     cache_entries: int = Field(4_096, ge=0, description="In-process cache size (entries).")
     inference_queue: int = Field(8, ge=1, description="Forecasts running or waiting; more → 503.")
     retry_after_s: int = Field(1, ge=1)
