@@ -26,11 +26,12 @@ from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 FLOAT = np.dtype("<f4")
 
 
-StoreOperation = Literal["read", "write", "cache"]
+StoreOperation = Literal["read", "write", "write_uncertain", "cache"]
 
 
 class BufferUnavailable(RuntimeError):
@@ -43,6 +44,16 @@ class BufferUnavailable(RuntimeError):
     def __init__(self, message: str, operation: StoreOperation) -> None:
         super().__init__(message)
         self.operation: StoreOperation = operation
+
+
+class WriteUncertain(BufferUnavailable):
+    """A write timed out: Redis may still apply it (the transaction may have been sent).
+
+    A retry is safe: a write sets the same bytes again (readings are idempotent).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "write_uncertain")
 
 
 def _ignore(operation: str) -> None:
@@ -289,6 +300,9 @@ class RedisBuffer(ReadingBuffer):
         pipe.zremrangebyscore(self.slots_key, "-inf", f"({self.oldest_kept()}")
         try:
             await pipe.execute()
+        except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
+            self.on_error("write")
+            raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
         except (RedisError, OSError) as exc:
             self.on_error("write")
             raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
