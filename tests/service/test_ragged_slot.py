@@ -69,3 +69,20 @@ def test_no_slot_reaches_the_threshold(make_settings, reference) -> None:
         "newest slot (none of the newest 2 slot(s) reached coverage 0.9)")
     assert body["quality"]["sensors_missing"] == [sensors[5]]
     assert body["quality"]["sensors_imputed"] == [sensors[0], sensors[5]]  # slots before t-3
+
+
+def test_rendered_body_memo_keeps_the_source(make_settings, reference) -> None:
+    """The same window from the buffer and from the request: each answer names its source."""
+    sensors = list(reference.manifest.sensor_ids)
+    last = current_slot() - 1
+    rows = [[40.5 + j for j in range(len(sensors))] for _ in range(T_IN)]  # exact in float32
+    with serve(make_settings(redis_url=None)) as client:
+        for k, row in enumerate(rows):
+            _post(client, last - T_IN + 1 + k, dict(zip(sensors, row)))
+        answers = [client.post("/forecast", json=body).json() for body in (
+            {}, {"window": {"timestamps": [iso(s) for s in range(last - T_IN + 1, last + 1)],
+                            "values": rows}}, {})]
+    assert [a["source"] for a in answers] == ["buffer", "request", "buffer"]
+    assert [a["window_end_reason"] for a in answers] == [
+        "newest slot with coverage >= 0.9", "window", "newest slot with coverage >= 0.9"]
+    assert answers[0]["forecasts"] == answers[1]["forecasts"] == answers[2]["forecasts"]
