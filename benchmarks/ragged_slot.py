@@ -77,6 +77,8 @@ def measure(args: argparse.Namespace) -> dict:
             step1.append(_mae(pred[:, :1], target[:, :1]))
         result["ragged"].append({"coverage": c, "mae": float(np.mean(maes)),
                                  "mae_step1": float(np.mean(step1))})
+        print(f"coverage {c:g}: MAE {np.mean(maes):.4f} (stale {result['stale_mae']:.4f})",
+              flush=True)
     better = [r["coverage"] for r in result["ragged"] if r["mae"] < result["stale_mae"]]
     result["threshold"] = min(better) if better else None
     return result
@@ -105,7 +107,7 @@ def main() -> None:
     print(f"stale (previous complete slot): MAE {result['stale_mae']:.4f}")
     for r in result["ragged"]:
         mark = "<" if r["mae"] < result["stale_mae"] else ">="
-        print(f"coverage {r['coverage']:.2f}: MAE {r['mae']:.4f} {mark} stale")
+        print(f"coverage {r['coverage']:g}: MAE {r['mae']:.4f} {mark} stale")
     print(f"smallest coverage where imputing beats waiting: {result['threshold']}")
 
 

@@ -77,12 +77,16 @@ class EndRule:
     min_readings: int = 0
     lookback: int = 0
 
-    def choose(self, counts: Sequence[int]) -> int | None:
-        """Slots to step back, given reading counts newest first; None: none qualifies."""
+    def choose(self, counts: Sequence[int]) -> tuple[int, bool]:
+        """Slots to step back, given reading counts newest first, and whether that slot meets
+        the rule; when none does, the best-covered slot (the newest of equals)."""
+        best, best_count = 0, -1
         for back, count in enumerate(counts[: self.lookback + 1]):
             if count >= self.min_readings:
-                return back
-        return None
+                return back, True
+            if count > best_count:
+                best, best_count = back, count
+        return best, False
 
 
 EVERY_SLOT = EndRule()
@@ -92,7 +96,7 @@ EVERY_SLOT = EndRule()
 class LatestWindow:
     """The default window: the newest slot with readings, the slot the window ends at, the
     window (``T_in × N``, NaN = none), the prefetched extra value, and whether the end slot
-    met the rule (False: no slot did, the window ends at the newest slot)."""
+    met the rule (False: no slot did, the window ends at the best-covered one)."""
 
     newest: int
     last: int
@@ -163,8 +167,8 @@ class ReadingBuffer(abc.ABC):
 
         ``pick`` looks back at most ``pick.lookback`` slots from the newest slot with readings
         for one holding at least ``pick.min_readings`` readings; when none does, the window
-        ends at the newest slot. ``extra_prefix + end`` is fetched with it (if asked). None
-        when the buffer is empty. The Redis buffer does all this in one round trip.
+        ends at the best-covered of them. ``extra_prefix + end`` is fetched with it (if
+        asked). None when the buffer is empty. The Redis buffer does this in one round trip.
         """
         newest = await self.latest_slot()
         if newest is None:
@@ -172,11 +176,9 @@ class ReadingBuffer(abc.ABC):
         span = length + pick.lookback
         window, _ = await self.read_window_with(newest, span, ())
         counts = (~np.isnan(window[::-1][: pick.lookback + 1])).sum(axis=1)  # newest first
-        chosen = pick.choose(counts.tolist())
-        back = 0 if chosen is None else chosen
+        back, met = pick.choose(counts.tolist())
         end = span - back
-        return LatestWindow(newest, newest - back, window[end - length:end], None,
-                            chosen is not None)
+        return LatestWindow(newest, newest - back, window[end - length:end], None, met)
 
     @abc.abstractmethod
     async def ping(self) -> bool:
@@ -226,8 +228,9 @@ class MemoryBuffer(ReadingBuffer):
 
 
 # The default window in one round trip: the newest slot, the newest of it and the ARGV[6]
-# slots before it holding at least ARGV[5] readings (a missing reading is the NaN pattern
-# ARGV[7]; stored values are finite), that slot's window and one extra key for it.
+# slots before it holding at least ARGV[5] readings (else the best-covered of them; a missing
+# reading is the NaN pattern ARGV[7], stored values are finite), that slot's window and one
+# extra key for it.
 # Answers {newest, end, met, blobs..., extra}. It touches keys it is not given in KEYS, which
 # standalone Redis (and a single-shard setup) allows.
 _LATEST_WINDOW = """
@@ -235,7 +238,7 @@ local top = redis.call('ZRANGE', KEYS[1], '+inf', ARGV[1], 'BYSCORE', 'REV', 'LI
 if #top == 0 then return {} end
 local newest = tonumber(top[1])
 local need, back, nan = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local last, met = newest, 0
+local last, met, best = newest, 0, -1
 for s = newest, newest - back, -1 do
   local blob = redis.call('GET', ARGV[3] .. s)
   local count = 0
@@ -245,6 +248,7 @@ for s = newest, newest - back, -1 do
     end
   end
   if count >= need then last, met = s, 1 break end
+  if count > best then last, best = s, count end
 end
 local keys = {}
 for s = last - tonumber(ARGV[2]) + 1, last do keys[#keys + 1] = ARGV[3] .. s end

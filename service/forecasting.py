@@ -154,7 +154,7 @@ class Forecaster:
         elif found.met:
             reason = f"newest slot with coverage >= {threshold}"
         else:
-            reason = (f"newest slot (none of the newest {rule.lookback + 1} slot(s) reached "
+            reason = (f"best-covered of the newest {rule.lookback + 1} slot(s) (none reached "
                       f"coverage {threshold})")
         return found.last, found.window, found.extra, found.newest, reason
 

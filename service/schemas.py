@@ -170,7 +170,7 @@ class ForecastResponse(BaseModel):
     window_end_reason: str = Field(
         description="Why the window ends there: 'as_of' (asked for), 'window' (the last "
         "timestamp of a window sent with the request), 'newest slot with coverage >= X' (the "
-        "default, HIMNET_MIN_SLOT_COVERAGE), 'newest slot (none of the newest K slot(s) "
+        "default, HIMNET_MIN_SLOT_COVERAGE), 'best-covered of the newest K slot(s) (none "
         "reached coverage X)' or 'newest slot' (threshold 0).",
         examples=["newest slot with coverage >= 0.9"])
     newest_reading: str | None = Field(

@@ -93,7 +93,7 @@ def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime
         stateless_cache=StatelessCache(settings.cache_entries), engine=engine, metrics=metrics,
         in_steps=m.in_steps, out_steps=m.out_steps,
         missing_policy=settings.missing_policy, missing_value=float(m.missing_value),
-        model_version=m.model_version, min_slot_coverage=settings.min_slot_coverage,
+        model_version=m.model_version, min_slot_coverage=settings.slot_coverage(),
         coverage_lookback=settings.coverage_lookback_slots,
     )
     ingest = Ingest(rules=rules, buffer=stores.buffer, forecaster=forecaster, metrics=metrics,

@@ -84,7 +84,7 @@ def test_default_window_end_steps_back_over_a_ragged_slot(redis_url: str, prefix
         for rule, last, met in [(EndRule(8, 2), now_slot - 2, True),   # 3 < 8: step back
                                 (EndRule(3, 2), now_slot - 1, True),   # 3 readings suffice
                                 (EndRule(8, 0), now_slot - 1, False),  # no lookback: newest
-                                (EndRule(11, 3), now_slot - 1, False)]:  # none has 11
+                                (EndRule(11, 3), now_slot - 2, False)]:  # none: best-covered
             got = [await b.latest_window(4, f"{prefix}:extra:", rule) for b in (rb, mb)]
             for found in got:
                 assert (found.newest, found.last, found.met) == (now_slot - 1, last, met), rule

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.settings import MEASURED_MIN_SLOT_COVERAGE
 from tests.service.conftest import AUTH, current_slot, iso, serve, snapshot
 
 T_IN = 12
@@ -57,7 +58,7 @@ def test_three_of_n_in_the_newest_slot(make_settings, reference, store: str) -> 
 
 
 def test_no_slot_reaches_the_threshold(make_settings, reference) -> None:
-    """Within the lookback no slot is covered enough: the newest slot, and the answer says so."""
+    """Within the lookback no slot is covered enough: the best-covered (the newest of equals)."""
     sensors = list(reference.manifest.sensor_ids)
     t = current_slot() - 1
     with serve(make_settings(min_slot_coverage=0.9, coverage_lookback_slots=1)) as client:
@@ -66,7 +67,7 @@ def test_no_slot_reaches_the_threshold(make_settings, reference) -> None:
         body = client.post("/forecast", json={"sensors": [sensors[0], sensors[5]]}).json()
     assert body["as_of"] == iso(t)
     assert body["window_end_reason"] == (
-        "newest slot (none of the newest 2 slot(s) reached coverage 0.9)")
+        "best-covered of the newest 2 slot(s) (none reached coverage 0.9)")
     assert body["quality"]["sensors_missing"] == [sensors[5]]
     assert body["quality"]["sensors_imputed"] == [sensors[0], sensors[5]]  # slots before t-3
 
@@ -84,5 +85,11 @@ def test_rendered_body_memo_keeps_the_source(make_settings, reference) -> None:
                             "values": rows}}, {})]
     assert [a["source"] for a in answers] == ["buffer", "request", "buffer"]
     assert [a["window_end_reason"] for a in answers] == [
-        "newest slot with coverage >= 0.9", "window", "newest slot with coverage >= 0.9"]
+        "newest slot with coverage >= 0.99", "window", "newest slot with coverage >= 0.99"]
     assert answers[0]["forecasts"] == answers[1]["forecasts"] == answers[2]["forecasts"]
+
+
+def test_default_threshold_is_the_measured_one_per_policy(make_settings) -> None:
+    for policy, measured in MEASURED_MIN_SLOT_COVERAGE.items():
+        assert make_settings(missing_policy=policy).slot_coverage() == measured
+    assert make_settings(missing_policy="locf", min_slot_coverage=0.5).slot_coverage() == 0.5
