@@ -69,7 +69,7 @@ class Snapshot(BaseModel):
     values: dict[str, Reading] = Field(
         min_length=1, description="sensor id → reading in raw units. " + MISSING_RULE
         + " A null stores nothing (an earlier value of that sensor and slot stays).",
-        examples=[{"773869": 61.5, "767541": None}]
+        examples=[{"773869": 61.5}]
     )
 
 
