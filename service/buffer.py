@@ -26,11 +26,12 @@ from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 FLOAT = np.dtype("<f4")
 
 
-StoreOperation = Literal["read", "write", "cache"]
+StoreOperation = Literal["read", "write", "write_uncertain", "cache"]
 
 
 class BufferUnavailable(RuntimeError):
@@ -45,6 +46,16 @@ class BufferUnavailable(RuntimeError):
         self.operation: StoreOperation = operation
 
 
+class WriteUncertain(BufferUnavailable):
+    """A write timed out: Redis may still apply it (the transaction may have been sent).
+
+    A retry is safe: a write sets the same bytes again (readings are idempotent).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "write_uncertain")
+
+
 def _ignore(operation: str) -> None:
     """Default error callback: count nothing."""
 
@@ -56,6 +67,42 @@ class SlotUpdate:
     slot: int
     index: np.ndarray  # int64, unique
     values: np.ndarray  # float32, finite
+
+
+@dataclass(frozen=True)
+class EndRule:
+    """Which slot may end the default window: the newest one holding ``min_readings``
+    readings among the newest slot with readings and the ``lookback`` slots before it."""
+
+    min_readings: int = 0
+    lookback: int = 0
+
+    def choose(self, counts: Sequence[int]) -> tuple[int, bool]:
+        """Slots to step back, given reading counts newest first, and whether that slot meets
+        the rule; when none does, the best-covered slot (the newest of equals)."""
+        best, best_count = 0, -1
+        for back, count in enumerate(counts[: self.lookback + 1]):
+            if count >= self.min_readings:
+                return back, True
+            if count > best_count:
+                best, best_count = back, count
+        return best, False
+
+
+EVERY_SLOT = EndRule()
+
+
+@dataclass(frozen=True)
+class LatestWindow:
+    """The default window: the newest slot with readings, the slot the window ends at, the
+    window (``T_in × N``, NaN = none), the prefetched extra value, and whether the end slot
+    met the rule (False: no slot did, the window ends at the best-covered one)."""
+
+    newest: int
+    last: int
+    window: np.ndarray
+    extra: bytes | None
+    met: bool
 
 
 def layout_key(sensor_ids: Sequence[str]) -> str:
@@ -114,19 +161,24 @@ class ReadingBuffer(abc.ABC):
     async def latest_slot(self) -> int | None:
         """Newest slot with any reading, or None when the buffer is empty."""
 
-    async def latest_window(
-        self, length: int, extra_prefix: str | None
-    ) -> tuple[int, np.ndarray, bytes | None] | None:
-        """The newest slot, its window and the value of ``extra_prefix + slot`` (if asked).
+    async def latest_window(self, length: int, extra_prefix: str | None,
+                            pick: EndRule = EVERY_SLOT) -> LatestWindow | None:
+        """The default window: it ends at the newest slot that ``pick`` accepts.
 
-        None when the buffer is empty. The Redis buffer does this in one round trip.
+        ``pick`` looks back at most ``pick.lookback`` slots from the newest slot with readings
+        for one holding at least ``pick.min_readings`` readings; when none does, the window
+        ends at the best-covered of them. ``extra_prefix + end`` is fetched with it (if
+        asked). None when the buffer is empty. The Redis buffer does this in one round trip.
         """
-        latest = await self.latest_slot()
-        if latest is None:
+        newest = await self.latest_slot()
+        if newest is None:
             return None
-        window, extra = await self.read_window_with(
-            latest, length, [f"{extra_prefix}{latest}"] if extra_prefix else [])
-        return latest, window, (extra[0] if extra else None)
+        span = length + pick.lookback
+        window, _ = await self.read_window_with(newest, span, ())
+        counts = (~np.isnan(window[::-1][: pick.lookback + 1])).sum(axis=1)  # newest first
+        back, met = pick.choose(counts.tolist())
+        end = span - back
+        return LatestWindow(newest, newest - back, window[end - length:end], None, met)
 
     @abc.abstractmethod
     async def ping(self) -> bool:
@@ -175,17 +227,36 @@ class MemoryBuffer(ReadingBuffer):
         return True
 
 
-# Newest slot, its window and one extra key, in one round trip. It touches keys it is not
-# given in KEYS, which standalone Redis (and a single-shard setup) allows.
+# The default window in one round trip: the newest slot, the newest of it and the ARGV[6]
+# slots before it holding at least ARGV[5] readings (else the best-covered of them; a missing
+# reading is the NaN pattern ARGV[7], stored values are finite), that slot's window and one
+# extra key for it.
+# Answers {newest, end, met, blobs..., extra}. It touches keys it is not given in KEYS, which
+# standalone Redis (and a single-shard setup) allows.
 _LATEST_WINDOW = """
 local top = redis.call('ZRANGE', KEYS[1], '+inf', ARGV[1], 'BYSCORE', 'REV', 'LIMIT', 0, 1)
 if #top == 0 then return {} end
-local last = tonumber(top[1])
+local newest = tonumber(top[1])
+local need, back, nan = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local last, met, best = newest, 0, -1
+for s = newest, newest - back, -1 do
+  local blob = redis.call('GET', ARGV[3] .. s)
+  local count = 0
+  if blob then
+    for i = 1, #blob, 4 do
+      if string.sub(blob, i, i + 3) ~= nan then count = count + 1 end
+    end
+  end
+  if count >= need then last, met = s, 1 break end
+  if count > best then last, best = s, count end
+end
 local keys = {}
 for s = last - tonumber(ARGV[2]) + 1, last do keys[#keys + 1] = ARGV[3] .. s end
 if ARGV[4] ~= '' then keys[#keys + 1] = ARGV[4] .. last end
 local out = redis.call('MGET', unpack(keys))
-table.insert(out, 1, top[1])
+table.insert(out, 1, met)
+table.insert(out, 1, last)
+table.insert(out, 1, newest)
 return out
 """
 
@@ -233,6 +304,9 @@ class RedisBuffer(ReadingBuffer):
         pipe.zremrangebyscore(self.slots_key, "-inf", f"({self.oldest_kept()}")
         try:
             await pipe.execute()
+        except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
+            self.on_error("write")
+            raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
         except (RedisError, OSError) as exc:
             self.on_error("write")
             raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
@@ -267,21 +341,22 @@ class RedisBuffer(ReadingBuffer):
             raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         return int(top[0][1]) if top else None
 
-    async def latest_window(
-        self, length: int, extra_prefix: str | None
-    ) -> tuple[int, np.ndarray, bytes | None] | None:
+    async def latest_window(self, length: int, extra_prefix: str | None,
+                            pick: EndRule = EVERY_SLOT) -> LatestWindow | None:
         try:
             out = await self._latest_window(
                 keys=[self.slots_key],
-                args=[self.oldest_kept(), length, f"{self.prefix}:slot:", extra_prefix or ""])
+                args=[self.oldest_kept(), length, f"{self.prefix}:slot:", extra_prefix or "",
+                      pick.min_readings, pick.lookback, self._empty_row[: FLOAT.itemsize]])
         except (RedisError, OSError) as exc:
             self.on_error("read")
             raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         if not out:
             return None
-        blobs = [b or None for b in out[1:]]  # Lua turns a missing key into false
+        blobs = [b or None for b in out[3:]]  # Lua turns a missing key into false
         extra = blobs[length] if extra_prefix else None
-        return int(out[0]), self.decode(blobs[:length]), extra
+        return LatestWindow(int(out[0]), int(out[1]), self.decode(blobs[:length]), extra,
+                            bool(out[2]))
 
     async def ping(self) -> bool:
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_LISTED = 50  # a refusal lists at most this many items of a kind, and counts all of them
+
 
 class ServiceError(Exception):
     """A refusal the caller can act on.

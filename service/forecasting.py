@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from model.missing import DEFAULT_RULE, MissingRule
-from service.buffer import ReadingBuffer
+from service.buffer import EndRule, ReadingBuffer
 from service.cache import ForecastCache, ModelOutput, StatelessCache
 from service.errors import NotFound
 from service.inference import InferenceEngine
@@ -61,6 +62,14 @@ class Forecast:
     digest: bytes
     source: Literal["buffer", "request"]
     cached: bool
+    end_reason: str  # why the window ends at last_slot (``window_end_reason`` in the answer)
+    newest_slot: int | None  # newest slot with a reading: the buffer's, or the window's
+
+
+def newest_in(window: np.ndarray, last_slot: int) -> int | None:
+    """The newest slot of ``window`` (``T_in × N``, ending at ``last_slot``) with a reading."""
+    rows = np.flatnonzero(~np.isnan(window).all(axis=1))
+    return None if rows.size == 0 else last_slot - (window.shape[0] - 1 - int(rows[-1]))
 
 
 class Forecaster:
@@ -81,6 +90,8 @@ class Forecaster:
         missing_value: float,
         model_version: str,
         missing_rule: MissingRule = DEFAULT_RULE,
+        min_slot_coverage: float = 0.0,
+        coverage_lookback: int = 0,
     ) -> None:
         self.clock = clock
         self.buffer = buffer
@@ -95,6 +106,9 @@ class Forecaster:
         self.rule = missing_rule  # the bundle's: which readings the model saw as missing in training
         self.model_version = model_version
         self._inflight: dict[bytes, asyncio.Future[ModelOutput]] = {}
+        self.min_slot_coverage = min_slot_coverage
+        num_nodes = buffer.num_nodes
+        self.end_rule = EndRule(math.ceil(min_slot_coverage * num_nodes - 1e-9), coverage_lookback)
 
     def as_gaps(self, window: np.ndarray) -> np.ndarray:
         """T_in × N with every reading the bundle's rule calls missing as NaN: under ``zero`` a
@@ -111,34 +125,50 @@ class Forecaster:
         return h.digest()
 
     async def from_buffer(self, last_slot: int | None) -> Forecast:
-        """Forecast from the buffered window ending at ``last_slot`` (default: newest)."""
-        if last_slot is None:  # newest window and its cache entry in one round trip
-            found = await self.buffer.latest_window(self.in_steps, self.cache.prefetch_prefix())
-            if found is None:
-                raise NotFound("no-readings",
-                               "the reading buffer is empty: POST /readings first, or send the "
-                               "input window with the request ('window')")
-            last_slot, window, prefetched = found
+        """Forecast from the buffered window ending at ``last_slot`` (an ``as_of``) or, by
+        default, at the newest slot whose coverage reaches ``min_slot_coverage``."""
+        if last_slot is None:  # default window and its cache entry in one round trip
+            last_slot, window, prefetched, newest, reason = await self._default_window()
         else:
             prefetch = self.cache.prefetch_key(last_slot)
             window, extra = await self.buffer.read_window_with(
                 last_slot, self.in_steps, [prefetch] if prefetch else [])
             prefetched = extra[0] if extra else None
+            newest, reason = newest_in(window, last_slot), "as_of"
         window = self.as_gaps(window)
         if np.isnan(window).all():
             raise NotFound("no-readings",
                            f"no readings in the input window ending at {self.clock.iso(last_slot)}")
+        self.metrics.window_coverage.set(float((~np.isnan(window)).mean()))
         digest = self.digest(window, last_slot)
         out = await self.cache.get(last_slot, digest, prefetched)
         if out is not None:
             self.metrics.cache_hits.labels("buffer").inc()
-            return Forecast(last_slot, window, out, digest, "buffer", True)
+            return Forecast(last_slot, window, out, digest, "buffer", True, reason, newest)
         self.metrics.cache_misses.labels("buffer").inc()
         out = await self._compute_once(window, last_slot, digest)
         ttl = self.buffer.expires_at(last_slot) - time.time()
         if ttl > 0:
             await self.cache.put(last_slot, digest, out, ttl)
-        return Forecast(last_slot, window, out, digest, "buffer", False)
+        return Forecast(last_slot, window, out, digest, "buffer", False, reason, newest)
+
+    async def _default_window(self) -> tuple[int, np.ndarray, bytes | None, int, str]:
+        """End slot, window, prefetched cache value, newest slot and the reason for the end."""
+        found = await self.buffer.latest_window(self.in_steps, self.cache.prefetch_prefix(),
+                                                self.end_rule)
+        if found is None:
+            raise NotFound("no-readings",
+                           "the reading buffer is empty: POST /readings first, or send the "
+                           "input window with the request ('window')")
+        rule, threshold = self.end_rule, f"{self.min_slot_coverage:g}"
+        if rule.min_readings == 0:
+            reason = "newest slot"
+        elif found.met:
+            reason = f"newest slot with coverage >= {threshold}"
+        else:
+            reason = (f"best-covered of the newest {rule.lookback + 1} slot(s) (none reached "
+                      f"coverage {threshold})")
+        return found.last, found.window, found.extra, found.newest, reason
 
     async def from_request(self, window: np.ndarray, last_slot: int) -> Forecast:
         """Forecast from a caller-supplied window (works with an empty or unreachable buffer)."""
@@ -147,11 +177,13 @@ class Forecaster:
         out = self.stateless_cache.get(digest)
         if out is not None:
             self.metrics.cache_hits.labels("request").inc()
-            return Forecast(last_slot, window, out, digest, "request", True)
+            return Forecast(last_slot, window, out, digest, "request", True, "window",
+                            newest_in(window, last_slot))
         self.metrics.cache_misses.labels("request").inc()
         out = await self._compute_once(window, last_slot, digest)
         self.stateless_cache.put(digest, out)
-        return Forecast(last_slot, window, out, digest, "request", False)
+        return Forecast(last_slot, window, out, digest, "request", False, "window",
+                        newest_in(window, last_slot))
 
     async def readings_changed(self, slots: Iterable[int]) -> None:
         """New readings were stored for ``slots``: forget outputs of windows that cover them."""

@@ -18,8 +18,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 
                    1.0, 2.5, 5.0)
 # Known label values, created at zero. tests/service/test_metrics_init.py checks that every value
 # the service code passes to .labels() (or to the cache's on_error) is listed here.
-REJECT_REASONS = ("misaligned", "in_future", "too_old", "duplicate_timestamp", "unknown_sensor",
-                  "not_finite", "out_of_range", "store_unavailable")
+REJECT_REASONS = ("unsupported_date", "misaligned", "in_future", "too_old", "duplicate_timestamp",
+                  "unknown_sensor", "not_finite", "out_of_range", "store_unavailable")
 REDIS_OPERATIONS = ("ping", "read", "write", "cache_get", "cache_put", "cache_invalidate",
                     "cache_clear")
 CACHE_SOURCES = ("buffer", "request")

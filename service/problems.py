@@ -46,6 +46,9 @@ _DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 40
 # What the client is told when the store fails, per failed operation.
 _STORE_DETAIL: dict[StoreOperation, str] = {
     "write": "the reading buffer (Redis) is unreachable; nothing was stored, retry later",
+    "write_uncertain": "the reading buffer (Redis) did not confirm the write in time: the "
+                       "readings MAY have been stored; retrying the same request is safe (the "
+                       "same values overwrite)",
     "read": "the reading buffer (Redis) is unreachable; forecasts from a window sent with the "
             "request still work",
     "cache": "the forecast cache (Redis) is unreachable",
@@ -138,8 +141,10 @@ def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
 
     @app.exception_handler(BufferUnavailable)
     async def _store(request: Request, exc: BufferUnavailable) -> Response:
-        return problem_response(503, "store-unavailable", _STORE_DETAIL[exc.operation],
-                                headers=retry, instance=request.url.path)
+        slug = "store-write-uncertain" if exc.operation == "write_uncertain" \
+            else "store-unavailable"
+        return problem_response(503, slug, _STORE_DETAIL[exc.operation], headers=retry,
+                                instance=request.url.path)
 
     @app.exception_handler(Overloaded)
     async def _busy(request: Request, exc: Overloaded) -> Response:

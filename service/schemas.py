@@ -7,10 +7,12 @@ types so FastAPI can document and parse them.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt,
+                      model_validator)
 
 
 class ProblemDetail(BaseModel):
@@ -33,18 +35,41 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# --- input types -------------------------------------------------------------------------------
+NAIVE_RULE = ("An ISO-8601 string (numbers are refused). With an offset (Z, +02:00) it is "
+              "converted; without one it is the model's local wall-clock time (the manifest's "
+              "time zone, GET /model 'timezone'; UTC when it names none), the first of a "
+              "repeated hour. Dates from 1900 up to 2200 (UTC).")
+MISSING_RULE = ("JSON numbers (integers allowed; strings and booleans are refused); null marks "
+                "a missing reading. NaN and Infinity are not JSON and are refused.")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Timestamps are ISO-8601 strings: pydantic alone would read a number (or a string of
+    digits) as Unix time in UTC, while a naive ISO string is local time."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise ValueError("must be an ISO-8601 string such as 2026-11-25T21:35:00Z")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_8601)]
+Reading = StrictFloat | None  # a JSON number or null (missing); non-finite ones: InputRules
+
+
 # --- readings ----------------------------------------------------------------------------------
 class Snapshot(BaseModel):
     """Readings of some sensors at one slot; other sensors of that slot are left untouched."""
 
     model_config = ConfigDict(extra="forbid")
-    timestamp: datetime = Field(
-        description="ISO-8601 start of the slot; must lie on the model's interval. With an offset "
-        "it is converted; without one it is the model's local wall-clock time.",
+    timestamp: Timestamp = Field(
+        description="Start of the slot; must lie on the model's interval. " + NAIVE_RULE,
         examples=["2026-11-25T21:35:00Z"],
     )
-    values: dict[str, float] = Field(
-        min_length=1, description="sensor id → reading in raw units", examples=[{"773869": 61.5}]
+    values: dict[str, Reading] = Field(
+        min_length=1, description="sensor id → reading in raw units. " + MISSING_RULE
+        + " A null stores nothing (an earlier value of that sensor and slot stays).",
+        examples=[{"773869": 61.5}]
     )
 
 
@@ -58,7 +83,8 @@ class ReadingsIn(BaseModel):
 class ReadingsAck(BaseModel):
     accepted: int = Field(description="Readings stored.")
     slots: int = Field(description="Distinct time slots written.")
-    latest: str = Field(description="Newest slot written (UTC).")
+    latest: str | None = Field(description="Newest slot written (UTC); null when every value "
+                               "was null.")
 
 
 # --- forecasts ---------------------------------------------------------------------------------
@@ -70,9 +96,10 @@ class InputWindow(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    timestamps: list[datetime] = Field(min_length=1)
-    values: list[list[float | None]] | None = None
-    series: dict[str, list[float | None]] | None = None
+    timestamps: list[Timestamp] = Field(min_length=1, description="T_in consecutive slot "
+                                        "starts, oldest first. " + NAIVE_RULE)
+    values: list[list[Reading]] | None = Field(None, description=MISSING_RULE)
+    series: dict[str, list[Reading]] | None = Field(None, description=MISSING_RULE)
 
     @model_validator(mode="after")
     def _one_layout(self) -> InputWindow:
@@ -86,15 +113,17 @@ class ForecastRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     sensors: list[str] | None = Field(None, min_length=1, description="Default: all sensors.")
-    horizons: list[int] | None = Field(
+    horizons: list[StrictInt] | None = Field(
         None, min_length=1, description="Steps ahead (1 … T_out). Default: all."
     )
-    horizon_minutes: list[float] | None = Field(
+    horizon_minutes: list[StrictFloat] | None = Field(
         None, min_length=1, description="Minutes ahead (multiples of the interval); "
         "alternative to 'horizons'."
     )
-    as_of: datetime | None = Field(
-        None, description="Last input slot. Default: the newest slot with readings."
+    as_of: Timestamp | None = Field(
+        None, description="Last input slot. Default: the newest slot where at least "
+        "HIMNET_MIN_SLOT_COVERAGE of the sensors reported (see 'window_end_reason'). "
+        + NAIVE_RULE
     )
     window: InputWindow | None = Field(
         None, description="Forecast from this window instead of the buffer (stateless mode)."
@@ -118,16 +147,37 @@ class Horizon(BaseModel):
 
 class InputQuality(BaseModel):
     observed_fraction: float = Field(description="Observed share of the T_in × N input window.")
+    slot_coverage: list[float] = Field(
+        description="Share of the sensors that reported, per input slot (oldest first).")
+    last_slot_coverage: float = Field(description="Share of the sensors in the last input slot.")
     missing_policy: str
     sensors_missing: list[str] = Field(
         description="Requested sensors without a single reading in the window."
     )
     sensors_missing_total: int = Field(description="All sensors without a reading in the window.")
+    sensors_imputed: list[str] = Field(
+        description="Requested sensors with at least one imputed slot in the window.")
+    sensors_imputed_total: int = Field(description="All sensors with an imputed slot.")
+    sensors_imputed_last_slot: list[str] = Field(
+        description="Requested sensors imputed in the last input slot.")
+    sensors_imputed_last_slot_total: int = Field(
+        description="All sensors imputed in the last input slot.")
 
 
 class ForecastResponse(BaseModel):
     model_version: str
-    as_of: str = Field(description="Last input slot (UTC).")
+    as_of: str = Field(description="Last input slot (UTC): the window end.")
+    window_end_reason: str = Field(
+        description="Why the window ends there: 'as_of' (asked for), 'window' (the last "
+        "timestamp of a window sent with the request), 'newest slot with coverage >= X' (the "
+        "default, HIMNET_MIN_SLOT_COVERAGE), 'best-covered of the newest K slot(s) (none "
+        "reached coverage X)' or 'newest slot' (threshold 0).",
+        examples=["newest slot with coverage >= 0.9"])
+    newest_reading: str | None = Field(
+        description="Newest slot with a reading (UTC): in the buffer for a default window "
+        "end (it may be newer than as_of), in the window otherwise.")
+    newest_reading_age_s: float | None = Field(
+        description="Seconds from the start of that slot to this answer.")
     source: Literal["buffer", "request"]
     units: str = "raw"
     horizons: list[Horizon]

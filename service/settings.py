@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MissingPolicy = Literal["missing_value", "locf"]
 
+# The smallest coverage of the newest slot at which forecasting from it (the rest imputed by the
+# policy) beat waiting for the previous complete slot, on LOS-LOOP (docs/performance.md).
+MEASURED_MIN_SLOT_COVERAGE: dict[str, float] = {"missing_value": 0.99, "locf": 0.1}
+
 
 class Settings(BaseSettings):
     """All knobs of the forecast service; defaults are the README's local run."""
@@ -48,6 +52,18 @@ class Settings(BaseSettings):
         "convention, 0); locf: last observation in the window carried forward, "
         "leading gaps filled with the missing value.",
     )
+    min_slot_coverage: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Without as_of the window ends at the newest slot where at least this share "
+        "of the sensors reported (a ragged newest slot waits); 0 = the newest slot with any "
+        "reading. Unset: the value measured on LOS-LOOP for the missing-data policy "
+        "(MEASURED_MIN_SLOT_COVERAGE; docs/performance.md, benchmarks/ragged_slot.py).",
+    )
+    coverage_lookback_slots: int = Field(
+        2, ge=0, le=12,
+        description="How many slots before the newest one the default window end may step back "
+        "to find that coverage; when none has it, the window ends at the best-covered of them.",
+    )
     cache_entries: int = Field(4_096, ge=0, description="In-process cache size (entries).")
     inference_queue: int = Field(8, ge=1, description="Forecasts running or waiting; more → 503.")
     retry_after_s: int = Field(1, ge=1)
@@ -79,6 +95,12 @@ class Settings(BaseSettings):
         if self.api_key is not None and self.api_key_file is not None:
             raise ValueError("set api_key or api_key_file, not both")
         return self
+
+    def slot_coverage(self) -> float:
+        """The coverage the default window end needs: as set, or measured for the policy."""
+        if self.min_slot_coverage is not None:
+            return self.min_slot_coverage
+        return MEASURED_MIN_SLOT_COVERAGE[self.missing_policy]
 
     def resolved_api_key(self) -> str | None:
         """The configured key, read from the secret file when one is named (at startup)."""

@@ -95,6 +95,7 @@ def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime
         in_steps=m.in_steps, out_steps=m.out_steps,
         missing_policy=settings.missing_policy, missing_value=float(m.missing_value),
         model_version=m.model_version, missing_rule=parse_rule(m.missing_rule),
+        min_slot_coverage=settings.slot_coverage(), coverage_lookback=settings.coverage_lookback_slots,
     )
     ingest = Ingest(rules=rules, buffer=stores.buffer, forecaster=forecaster, metrics=metrics,
                     sensor_ids=m.sensor_ids, max_batch_timestamps=settings.max_batch_timestamps)

@@ -27,4 +27,5 @@ async def post_readings(body: ReadingsIn, ingest: IngestDep, clock: ClockDep) ->
     """
     stored = await ingest.store(body.readings)
     return ReadingsAck(accepted=stored.accepted, slots=stored.slots,
-                       latest=clock.iso(stored.latest_slot))
+                       latest=None if stored.latest_slot is None
+                       else clock.iso(stored.latest_slot))

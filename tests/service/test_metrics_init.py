@@ -72,6 +72,10 @@ def test_every_label_value_the_code_uses_is_created_up_front() -> None:
     reasons = (_literals(r'errors\.add\(\s*"(\w+)"') | _literals(r'tally\["(\w+)"\]')
                | _literals(r'readings_rejected\.labels\(\s*"(\w+)"'))
     assert reasons and reasons <= set(REJECT_REASONS), sorted(reasons - set(REJECT_REASONS))
+    from typing import get_args
+
+    from service.timeslots import TimestampReason  # the reasons of refused timestamps
+    assert set(get_args(TimestampReason)) <= set(REJECT_REASONS)
     operations = _literals(r'redis_errors\.labels\(\s*"(\w+)"') | _literals(r'on_error\(\s*"(\w+)"')
     assert operations and operations <= set(REDIS_OPERATIONS), sorted(operations - set(REDIS_OPERATIONS))
     sources = _literals(r'cache_(?:hits|misses)\.labels\(\s*"(\w+)"')
