@@ -16,13 +16,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
 import redis
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -37,11 +38,41 @@ from tests.service.conftest import API_KEY, AUTH, INTERVAL_S, iso, serve
 pytestmark = pytest.mark.slow
 
 BUDGET_S = float(os.environ.get("HIMNET_FUZZ_SECONDS", "120"))
-EXAMPLES = int(os.environ.get("HIMNET_FUZZ_EXAMPLES", "200"))  # per operation and weight unit
+ROUND = 25  # examples per hypothesis run; runs repeat until the operation's share is spent
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 WEIGHT = {"POST /readings": 4, "POST /forecast": 4}  # share of the budget; other operations: 1
 RECENT_SLOTS = 12  # readings moved onto one of the newest slots (retention: 24)
+
+
+def _timestamps() -> st.SearchStrategy[str]:
+    """ISO-8601 date-times, with the edges of the calendar and odd offsets drawn often."""
+    offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+    zone = st.one_of(st.just(timezone.utc), offsets, st.none())
+    edges = st.sampled_from([datetime.min, datetime.max, datetime(1970, 1, 1), datetime(2038, 1, 19)])
+    moment = st.one_of(st.datetimes(), edges)
+    return st.builds(lambda m, z: m.replace(tzinfo=z).isoformat(), moment, zone)
+
+
+# Date-times drawn by this strategy (schema format "date-time": readings, as_of, windows).
+schemathesis.openapi.format("date-time", _timestamps())
+
+# KNOWN ON BRANCH `feed` (issue 13, section 3): timestamps in year 1 or 9999 still answer 500
+# here (the slot arithmetic leaves datetime's range: '9999-12-31T23:59:59Z' misaligned,
+# '0001-01-01T00:00:01+14:00' as a reading or as_of, a window in year 1). That branch fixes
+# them; the lead removes this exclusion (and `_known_on_feed`) when merging it.
+KNOWN_ON_FEED_YEARS = (1, 9999)
+
+
+def _known_on_feed(body: Any) -> bool:
+    """Whether ``body`` holds a timestamp of the years excluded above (any nesting)."""
+    if isinstance(body, dict):
+        return any(_known_on_feed(v) for v in body.values())
+    if isinstance(body, list):
+        return any(_known_on_feed(v) for v in body)
+    if isinstance(body, str) and len(body) >= 10 and body[4] == "-":
+        return body[:4] in {f"{y:04d}" for y in KNOWN_ON_FEED_YEARS}
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -95,23 +126,30 @@ def _strategy(operation: Any) -> st.SearchStrategy[Any]:
     return st.one_of(*modes, *operation.get_strategies_from_examples())
 
 
-def _fuzz(operation: Any, examples: int, seconds: float, seen: Counter[tuple[str, int]]) -> None:
-    """Run up to ``examples`` cases of one operation within about ``seconds``; raise on a
-    failed check."""
+def _fuzz(operation: Any, seconds: float, seen: Counter[tuple[str, int]]) -> None:
+    """Run cases of one operation for about ``seconds`` (in rounds of ``ROUND`` examples, so
+    the budget holds); raise on a failed check."""
     stop = time.monotonic() + seconds
+    calls = [0]
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=ROUND, deadline=None, database=None, derandomize=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink],
               suppress_health_check=list(HealthCheck))
     @given(case=_strategy(operation))
     def run(case: Any) -> None:
-        if time.monotonic() > stop:
-            return  # out of time: the remaining examples are skipped cheaply
+        calls[0] += 1
+        if _known_on_feed(case.body):
+            seen[(f"{operation.label} skipped (known on feed)", 0)] += 1
+            assume(False)
         response = case.call(headers=AUTH, timeout=30)
         seen[(operation.label, response.status_code)] += 1
         case.validate_response(response, checks=CHECKS)
 
-    run()
+    while time.monotonic() < stop:
+        before = calls[0]
+        run()
+        if calls[0] - before < ROUND:
+            return  # hypothesis ran out of distinct inputs (an operation without parameters)
 
 
 def test_fuzz_the_running_service(service: httpx.Client) -> None:
@@ -121,7 +159,7 @@ def test_fuzz_the_running_service(service: httpx.Client) -> None:
     seen: Counter[tuple[str, int]] = Counter()
     started = time.monotonic()
     for op, share in zip(operations, shares):
-        _fuzz(op, EXAMPLES * share, BUDGET_S * share / sum(shares), seen)
+        _fuzz(op, BUDGET_S * share / sum(shares), seen)
     took = time.monotonic() - started
     accepted = seen[("POST /readings", 200)]
     summary = ", ".join(f"{label} {code}: {n}" for (label, code), n in sorted(seen.items()))
