@@ -12,10 +12,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from model.bundle import Manifest
 from service.metrics import Metrics
+from service.openapi import live_document, shape_document
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
 from service.routes import embeddings, forecast, meta, readings
@@ -29,8 +33,18 @@ log = logging.getLogger("service")
 DESCRIPTION = """Traffic forecasts from a HimNet (KDD 2024) model bundle.
 
 Post sensor readings to `/readings` (API key required), ask `/forecast` for forecasts per
-sensor and horizon, inspect what the model learned under `/embeddings`. Errors are
-`application/problem+json` (RFC 9457)."""
+sensor and horizon, inspect what the model learned under `/embeddings`. Bodies are JSON
+(`Content-Type: application/json`); `null` marks a missing reading. Errors are
+`application/problem+json` (RFC 9457); the examples below use this server's sensors and the
+current time slot."""
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document: shaped once; once started, with the bundle's ids and examples."""
+    if app.openapi_schema is None:
+        app.openapi_schema = shape_document(FastAPI.openapi(app))
+    parts = getattr(app.state, "components", None)
+    return app.openapi_schema if parts is None else live_document(app.openapi_schema, parts)
 
 
 def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
@@ -58,8 +72,11 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         finally:
             await parts.close()
 
-    app = FastAPI(title="HimNet forecast service", version="1", description=DESCRIPTION,
-                  lifespan=lifespan)
+    # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts from the installed
+    # fastapi-offline package (mounted under /static-offline-docs), not from a CDN.
+    app = FastAPIOffline(title="HimNet forecast service", version="1", description=DESCRIPTION,
+                         lifespan=lifespan)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     app.state.metrics = metrics
     install_problem_handlers(app, retry_after_s=settings.retry_after_s)
     for router in (readings.router, forecast.router, embeddings.router, meta.router):

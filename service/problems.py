@@ -114,6 +114,20 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"  # FastAPI's 400 (undecodable body)
+
+
+def _json_error(exc: RequestValidationError) -> str | None:
+    """The detail of a body that is not valid JSON (FastAPI reports it as ``json_invalid``)."""
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            loc = err.get("loc", ())
+            where = f" at character {loc[-1]}" if len(loc) > 1 else ""
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            return f"the body is not valid JSON: {reason}{where}"
+    return None
+
+
 def domain_status(exc: ServiceError) -> int:
     """The HTTP status of a domain error (its nearest listed kind)."""
     for kind in type(exc).__mro__:
@@ -153,6 +167,9 @@ def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        undecodable = _json_error(exc)
+        if undecodable is not None:  # not JSON at all: a bad request, not a broken rule
+            return problem_response(400, "invalid-json", undecodable, instance=request.url.path)
         errors = _validation_errors(exc)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(p for p in first["loc"] if p != "body") or "body"
@@ -166,6 +183,8 @@ def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:  # e.g. not UTF-8
+            slug, detail = "invalid-json", "the body could not be decoded as JSON (UTF-8 text)"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no endpoint at {request.url.path}; see /docs for the API"
         return problem_response(exc.status_code, slug, detail, headers=exc.headers,

@@ -26,11 +26,24 @@ class ProblemDetail(BaseModel):
     instance: str | None = None
 
 
+_ANSWERS = {
+    400: "The body is not valid JSON (or not UTF-8): type urn:himnet:problem:invalid-json",
+    401: "No API key, or a wrong one (send X-API-Key or Authorization: Bearer)",
+    403: "No API key is configured on the server, so writes are refused",
+    404: "Nothing there (unknown sensor, or no readings for the window)",
+    413: "The body is larger than the server's limit",
+    415: "The body is not sent as Content-Type: application/json",
+    422: "The request breaks a rule; 'errors' lists what",
+    503: "The buffer (Redis) is unreachable or the model is busy; see Retry-After",
+}
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries documenting problem+json answers."""
+    """OpenAPI ``responses=`` entries documenting problem+json answers (the media type and
+    schema are set for every error answer by ``service/openapi.py``)."""
     return {
         code: {"model": ProblemDetail, "content": {"application/problem+json": {}},
-               "description": "Problem details (RFC 9457)"}
+               "description": "Problem details (RFC 9457): " + _ANSWERS.get(code, "error")}
         for code in codes
     }
 

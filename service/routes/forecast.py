@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
-from service.deps import ForecasterDep, InputsDep, RendererDep, read_access
+from service.deps import (
+    ForecasterDep,
+    InputsDep,
+    RendererDep,
+    json_body,
+    read_access,
+)
 from service.schemas import ForecastRequest, ForecastResponse, problem_responses
 
 router = APIRouter(tags=["forecast"])
@@ -15,8 +21,8 @@ router = APIRouter(tags=["forecast"])
     "/forecast",
     response_model=ForecastResponse,
     summary="Forecast every (or some) sensor and horizon",
-    dependencies=[Depends(read_access)],
-    responses=problem_responses(401, 404, 413, 422, 503),
+    dependencies=[Depends(read_access), Depends(json_body)],
+    responses=problem_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def post_forecast(
     inputs: InputsDep,

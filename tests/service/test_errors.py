@@ -97,8 +97,8 @@ def test_readings_rejections(client: httpx.Client, sensors: list[str]) -> None:
     assert "unit" in body["detail"]
     _problem(client.post("/readings", json={"readings": []}, headers=AUTH), 422)
     _problem(client.post("/readings", json={"values": ok}, headers=AUTH), 422)
-    _problem(client.post("/readings", content=b"{not json", headers={
-        **AUTH, "content-type": "application/json"}), 422)
+    _problem(client.post("/readings", content=b"{not json", headers={  # issue 13: 400, not 422
+        **AUTH, "content-type": "application/json"}), 400, "invalid-json")
 
     metrics = client.get("/metrics").text
     for reason in ("unknown_sensor", "misaligned", "in_future", "too_old", "duplicate_timestamp",
