@@ -46,6 +46,9 @@ _DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 40
 # What the client is told when the store fails, per failed operation.
 _STORE_DETAIL: dict[StoreOperation, str] = {
     "write": "the reading buffer (Redis) is unreachable; nothing was stored, retry later",
+    "replicate": "the readings reached the Redis primary but no replica confirmed them in time, "
+                 "so they may not be durable; retry is safe (a reading replaces its own "
+                 "earlier value)",
     "read": "the reading buffer (Redis) is unreachable; forecasts from a window sent with the "
             "request still work",
     "cache": "the forecast cache (Redis) is unreachable",
