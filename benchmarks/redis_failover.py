@@ -18,11 +18,15 @@ Once the sentinels name the promoted replica, the dead node is restarted as its 
 the k8s component's start-redis.sh does). The run ends when writes have succeeded for 1.5 s
 after the last failure; then every acknowledged snapshot is read back through the service.
 
+The cost of WAIT is measured apart, on one healthy topology: two apps (default and WAIT) take
+turns, ``--burst`` seconds each for ``--rounds`` rounds, so both see the same machine load.
+
 Outage: from the start of the first failed write to the end of the first successful write
 after it. Lost: acknowledged snapshots (200) whose row is not what was sent. WAIT mode:
 ``HIMNET_REDIS_MIN_REPLICAS_ACK=1``, ``HIMNET_REDIS_REPLICA_ACK_TIMEOUT_MS=200``.
 
-    python benchmarks/redis_failover.py [--bundle DIR] [--repeats 3] [--json FILE]
+    python benchmarks/redis_failover.py [--bundle DIR] [--repeats 3] [--only cost|failover]
+                                        [--json FILE]
 
 Without ``--bundle`` the 207-sensor bundle of ``benchmarks/load_service.py`` is used (exported
 once, needs torch). tests/service/test_failover.py runs the scenarios on the tiny bundle.
@@ -40,6 +44,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -218,18 +223,57 @@ async def run(bundle: Path, work: Path, *, wait: bool, scenario: str = "kill",
                 await ingest
             lost = await lost_slots(app, attempts, first_slot)
     late = [a.slot for a in attempts if a.status == 200 and a.start > killed]
-    latencies = sorted(a.end - a.start for a in steady)
+    speed = latency_summary([a.end - a.start for a in steady], steady_s)
     out_s, failed = outage(attempts, fault)
     return Outcome(
         mode="wait" if wait else "default", scenario=scenario,
-        steady_requests_per_s=len(steady) / steady_s,
-        steady_p50_ms=1000 * statistics.median(latencies),
-        steady_p99_ms=1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        steady_requests_per_s=speed["requests_per_s"], steady_p50_ms=speed["p50_ms"],
+        steady_p99_ms=speed["p99_ms"],
         outage_s=out_s, failed_writes=failed,
         acknowledged=sum(a.status == 200 for a in attempts), lost=len(lost),
         acknowledged_after_kill=len(late), lost_after_kill=len(lost.intersection(late)),
         promoted_after_s=t_promoted - fault, rejoined_after_s=t_rejoined - fault,
         statuses={str(k): v for k, v in sorted(Counter(a.status for a in attempts).items())})
+
+
+def latency_summary(latencies: list[float], seconds: float) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {"requests_per_s": len(ordered) / seconds,
+            "p50_ms": 1000 * statistics.median(ordered),
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+async def cost(bundle: Path, work: Path, *, rounds: int = 10,
+               burst_s: float = 0.5) -> dict[str, dict[str, float]]:
+    """Steady ingest with and without WAIT, in alternating bursts against one topology."""
+    manifest = read_manifest(bundle)
+    interval_s = int(manifest.interval_minutes * 60)
+    first_slot = int(time.time() // interval_s)
+    modes = {"default": 0, "wait": 1}
+    latencies: dict[str, list[float]] = {m: [] for m in modes}
+    seconds = dict.fromkeys(modes, 0.0)
+    with RedisTopology(work) as topo:
+        async with AsyncExitStack() as stack:
+            clients = {}
+            for mode, replicas in modes.items():
+                app = create_app(service_settings(bundle, topo, replicas))
+                await stack.enter_async_context(app.router.lifespan_context(app))
+                clients[mode] = await stack.enter_async_context(httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://service",
+                    headers={"X-API-Key": API_KEY}, timeout=10))
+            for r in range(rounds):
+                for mode in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
+                    attempts: list[Attempt] = []
+                    stop = asyncio.Event()
+                    started = time.monotonic()
+                    task = asyncio.create_task(drive(clients[mode], list(manifest.sensor_ids),
+                                                     first_slot, interval_s, stop, attempts))
+                    await asyncio.sleep(burst_s)
+                    stop.set()
+                    await task
+                    seconds[mode] += time.monotonic() - started
+                    latencies[mode] += [a.end - a.start for a in attempts if a.status == 200]
+    return {mode: latency_summary(latencies[mode], seconds[mode]) for mode in modes}
 
 
 def medians(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -246,14 +290,31 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steady", type=float, default=3.0)
     parser.add_argument("--lag", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--burst", type=float, default=0.5)
+    parser.add_argument("--only", choices=("cost", "failover"), default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.bundle is None:
         from benchmarks.load_service import ensure_bundle
         args.bundle = ensure_bundle(REPO / "artifacts" / "bench-metr-la")
+    report: dict[str, Any] = {}
+    if args.only != "failover":
+        with tempfile.TemporaryDirectory(prefix="himnet-wait-cost-") as work:
+            report["wait_cost"] = asyncio.run(cost(args.bundle, Path(work), rounds=args.rounds,
+                                                   burst_s=args.burst))
+        print(json.dumps(report["wait_cost"]), flush=True)
+    if args.only != "cost":
+        report.update(failovers(args))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+def failovers(args: argparse.Namespace) -> dict[str, Any]:
+    """Every (scenario, mode) ``--repeats`` times: each run, then the medians."""
     results: dict[str, list[Outcome]] = {}
-    for rep, scenario, wait in itertools.product(range(args.repeats), ("kill", "partition"),
-                                                 (False, True)):
+    for _, scenario, wait in itertools.product(range(args.repeats), ("kill", "partition"),
+                                               (False, True)):
         with tempfile.TemporaryDirectory(prefix="himnet-failover-") as work:
             o = asyncio.run(run(args.bundle, Path(work), wait=wait, scenario=scenario,
                                 steady_s=args.steady, lag_s=args.lag))
@@ -261,10 +322,7 @@ def main() -> None:
         results.setdefault(f"{scenario}/{o.mode}", []).append(o)
     summary = {key: medians(runs) for key, runs in results.items()}
     print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps({"runs": {k: [asdict(o) for o in v]
-                                                  for k, v in results.items()},
-                                         "medians": summary}, indent=2), encoding="utf-8")
+    return {"runs": {k: [asdict(o) for o in v] for k, v in results.items()}, "medians": summary}
 
 
 if __name__ == "__main__":
