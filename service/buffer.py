@@ -215,7 +215,7 @@ class RedisBuffer(ReadingBuffer):
         on_error: Callable[[str], None] = _ignore,
         *,
         min_replicas: int = 0,
-        replica_timeout_ms: int = 100,
+        replica_timeout_ms: int = 200,
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(num_nodes, interval_s, retention_slots)

@@ -4,8 +4,9 @@ Redis when ``REDIS_URL`` is set, or the master that ``REDIS_SENTINELS`` name (sh
 replicas; it need not be up yet, readiness says so), in-process otherwise. Behind Sentinel,
 redis-py's pool asks the sentinels for the master on every new connection, and drops a
 connection that fails or answers READONLY (a demoted primary): with the one immediate retry of
-``connection_options``, a write after a failover reaches the promoted replica by itself. Keys carry a digest of the sensor list, and cache keys the model version
-and missing-data policy, so bundles and policies never read each other's entries.
+``connection_options``, a write after a failover reaches the promoted replica by itself. Keys
+carry a digest of the sensor list, and cache keys the model version and missing-data policy, so
+bundles and policies never read each other's entries.
 """
 
 from __future__ import annotations

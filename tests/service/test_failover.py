@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 def scenario(bundle: Path, work: Path, **options: object) -> Outcome:
     require_tool("redis-server")
-    outcome = asyncio.run(run(bundle, work, steady_s=1.0, budget_s=35.0, **options))  # type: ignore[arg-type]
+    outcome = asyncio.run(run(bundle, work, steady_s=1.0, budget_s=35.0,
+                              **options))  # type: ignore[arg-type]
     print(json.dumps(asdict(outcome)))
     return outcome
 

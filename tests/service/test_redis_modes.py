@@ -61,7 +61,8 @@ def test_sentinel_settings_are_parsed(tiny_bundle: Path, password_file: Path) ->
     ({"redis_url": "redis://r:6379/0", "redis_sentinels": "s:26379",
       "redis_sentinel_master": "himnet"}, "not both"),
     ({"redis_sentinels": "s:26379"}, "redis_sentinel_master"),
-    ({"redis_sentinels": "s1:26379,s2", "redis_sentinel_master": "himnet"}, "'s2' is not host:port"),
+    ({"redis_sentinels": "s1:26379,s2", "redis_sentinel_master": "himnet"},
+     "'s2' is not host:port"),
     ({"redis_sentinels": "s1:99999", "redis_sentinel_master": "himnet"}, "not host:port"),
     ({"redis_min_replicas_ack": 1}, "needs Redis"),
     ({"redis_url": "redis://r:6379/0", "redis_min_replicas_ack": 1, "redis_timeout_s": 0.1,
@@ -122,8 +123,8 @@ def test_sentinel_mode_builds_a_master_client_with_the_password(tiny_bundle: Pat
     assert pool.is_master and pool.connection_kwargs["password"] == PASSWORD
     assert pool.connection_kwargs["socket_timeout"] == 0.3
     sentinels = pool.sentinel_manager.sentinels
-    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
-            for s in sentinels] == cfg.sentinel_addresses()
+    kwargs = [s.connection_pool.connection_kwargs for s in sentinels]
+    assert [(k["host"], k["port"]) for k in kwargs] == cfg.sentinel_addresses()
     assert all(s.connection_pool.connection_kwargs["password"] == PASSWORD for s in sentinels)
     assert (buffer.min_replicas, buffer.replica_timeout_ms) == (1, 150)
 
