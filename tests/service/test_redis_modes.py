@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from model.bundle import read_manifest
-from service.buffer import BufferUnavailable, RedisBuffer, SlotUpdate, redis_client
+from service.buffer import BufferUnavailable, RedisBuffer, SlotUpdate, layout_key, redis_client
 from service.metrics import Metrics
 from service.settings import Settings
 from service.stores import build_stores
@@ -211,7 +211,6 @@ def test_wait_without_a_replica_answers_503_but_the_primary_has_the_readings(
 
     async def stored() -> np.ndarray:
         client = redis_client(redis_url, 1.0)
-        from service.buffer import layout_key
         buf = RedisBuffer(client, f"{cfg.redis_prefix}:{layout_key(manifest.sensor_ids)}",
                           manifest.num_nodes, 300, 24)
         try:
