@@ -13,6 +13,8 @@ afterwards. After ``--steady`` seconds (the steady-state latency and throughput)
   its link, as it does after ``repl-timeout``), then the primary is killed and the replica
   resumes: the writes of that interval never reached it. (A replica that merely stalls loses
   nothing on loopback: what the primary sent waits in the replica's socket buffer.)
+* ``switchover``: ``SENTINEL FAILOVER``: the replica is promoted while the old primary lives on
+  and accepts writes until the sentinels turn it into a replica (~10 s later), discarding them.
 
 Once the sentinels name the promoted replica, the dead node is restarted as its replica (what
 the k8s component's start-redis.sh does). The run ends when writes have succeeded for 1.5 s
@@ -64,6 +66,7 @@ from service.settings import Settings  # noqa: E402
 API_KEY = "failover-key"
 WORKERS = 4
 SETTLED_S = 1.5  # successes for this long after the last failure end a run
+FOLLOW_S = 1.0  # the service re-asks the sentinels every 0.5 s (service/stores.py)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Outcome:
     lost: int
     acknowledged_after_kill: int  # written to the promoted replica
     lost_after_kill: int
+    lost_after_promotion: int  # sent over FOLLOW_S after the sentinels named the new primary
     promoted_after_s: float
     rejoined_after_s: float
     statuses: dict[str, int] = field(default_factory=dict)
@@ -159,6 +163,10 @@ async def inject(topo: RedisTopology, scenario: str, lag_s: float) -> tuple[floa
     primary = topo.node_at(await asyncio.to_thread(topo.master_port) or topo.primary_port)
     replica = next(n for n in topo.data if n is not primary)
     start = time.monotonic()
+    if scenario == "switchover":
+        await asyncio.to_thread(topo.sentinels[0].client().execute_command,
+                                "SENTINEL", "FAILOVER", "himnet")
+        return start, start, primary.port
     if scenario == "partition":
         topo.pause(replica, True)
         await asyncio.to_thread(primary.client().client_kill_filter, _type="replica")
@@ -170,8 +178,10 @@ async def inject(topo: RedisTopology, scenario: str, lag_s: float) -> tuple[floa
     return start, killed, primary.port
 
 
-async def recover(topo: RedisTopology, dead_port: int, deadline: float) -> tuple[float, float]:
-    """Wait for the promotion, restart the dead node as replica; (promoted, rejoined) times."""
+async def recover(topo: RedisTopology, dead_port: int, deadline: float,
+                  restart: bool = True) -> tuple[float, float]:
+    """Wait for the promotion, restart the dead node as replica (``restart``; else wait until
+    the sentinels have demoted it); (promoted, rejoined) times."""
     def promoted() -> bool:
         port = topo.master_port()
         return port is not None and port != dead_port
@@ -179,10 +189,11 @@ async def recover(topo: RedisTopology, dead_port: int, deadline: float) -> tuple
     await asyncio.to_thread(wait_for, promoted, deadline - time.monotonic(), "a promoted replica")
     t_promoted = time.monotonic()
     node = topo.node_at(dead_port)
-    await asyncio.to_thread(topo.rejoin, node)
+    if restart:
+        await asyncio.to_thread(topo.rejoin, node)
     client = node.client()
     await asyncio.to_thread(wait_for,
-                            lambda: client.info("replication")["master_link_status"] == "up",
+                            lambda: client.info("replication").get("master_link_status") == "up",
                             deadline - time.monotonic(), "the old primary's resync")
     return t_promoted, time.monotonic()
 
@@ -215,7 +226,8 @@ async def run(bundle: Path, work: Path, *, wait: bool, scenario: str = "kill",
                 await asyncio.sleep(steady_s)
                 steady = [a for a in attempts if a.status == 200]
                 fault, killed, dead = await inject(topo, scenario, lag_s)
-                t_promoted, t_rejoined = await recover(topo, dead, deadline)
+                t_promoted, t_rejoined = await recover(topo, dead, deadline,
+                                                       restart=scenario != "switchover")
                 while not settled(attempts, t_rejoined) and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
             finally:
@@ -223,6 +235,8 @@ async def run(bundle: Path, work: Path, *, wait: bool, scenario: str = "kill",
                 await ingest
             lost = await lost_slots(app, attempts, first_slot)
     late = [a.slot for a in attempts if a.status == 200 and a.start > killed]
+    followed = [a.slot for a in attempts
+                if a.status == 200 and a.start > t_promoted + FOLLOW_S]
     speed = latency_summary([a.end - a.start for a in steady], steady_s)
     out_s, failed = outage(attempts, fault)
     return Outcome(
@@ -232,6 +246,7 @@ async def run(bundle: Path, work: Path, *, wait: bool, scenario: str = "kill",
         outage_s=out_s, failed_writes=failed,
         acknowledged=sum(a.status == 200 for a in attempts), lost=len(lost),
         acknowledged_after_kill=len(late), lost_after_kill=len(lost.intersection(late)),
+        lost_after_promotion=len(lost.intersection(followed)),
         promoted_after_s=t_promoted - fault, rejoined_after_s=t_rejoined - fault,
         statuses={str(k): v for k, v in sorted(Counter(a.status for a in attempts).items())})
 
@@ -313,8 +328,8 @@ def main() -> None:
 def failovers(args: argparse.Namespace) -> dict[str, Any]:
     """Every (scenario, mode) ``--repeats`` times: each run, then the medians."""
     results: dict[str, list[Outcome]] = {}
-    for _, scenario, wait in itertools.product(range(args.repeats), ("kill", "partition"),
-                                               (False, True)):
+    scenarios = ("kill", "partition", "switchover")
+    for _, scenario, wait in itertools.product(range(args.repeats), scenarios, (False, True)):
         with tempfile.TemporaryDirectory(prefix="himnet-failover-") as work:
             o = asyncio.run(run(args.bundle, Path(work), wait=wait, scenario=scenario,
                                 steady_s=args.steady, lag_s=args.lag))

@@ -4,20 +4,26 @@ Redis when ``REDIS_URL`` is set, or the master that ``REDIS_SENTINELS`` name (sh
 replicas; it need not be up yet, readiness says so), in-process otherwise. Behind Sentinel,
 redis-py's pool asks the sentinels for the master on every new connection, and drops a
 connection that fails or answers READONLY (a demoted primary): with the one immediate retry of
-``connection_options``, a write after a failover reaches the promoted replica by itself. Keys
-carry a digest of the sensor list, and cache keys the model version and missing-data policy, so
-bundles and policies never read each other's entries.
+``connection_options``, a write after a failover reaches the promoted replica by itself. A
+primary that is replaced while it still accepts writes (a switchover, a partition) would keep
+the pooled connections, and its writes are discarded when it rejoins as replica: the pool asks
+the sentinels again at most every 0.5 s and drops every connection when the answer changed.
+Keys carry a digest of the sensor list, and cache keys the model version and missing-data
+policy, so bundles and policies never read each other's entries.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from dataclasses import dataclass
 
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from model.bundle import Manifest
@@ -86,4 +92,41 @@ def connect(settings: Settings) -> tuple[aioredis.Redis, Callable[[], Awaitable[
                                          "retry": Retry(NoBackoff(), 0)},
                         password=password, **connection_options(timeout))
     assert settings.redis_sentinel_master
-    return sentinel.master_for(settings.redis_sentinel_master), sentinel.aclose
+    client = sentinel.master_for(settings.redis_sentinel_master,
+                                 connection_pool_class=MasterFollowingPool)
+    return client, sentinel.aclose
+
+
+class MasterFollowingPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool, which asks for the master only when it opens a connection,
+    plus a check at most every ``refresh_s`` when a connection is handed out: when the
+    sentinels name another master, every connection (in use too: its command fails and is
+    retried once) is dropped, so no write keeps going to a replaced primary that accepts it."""
+
+    refresh_s = 0.5
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        super().__init__(service_name, sentinel_manager, **kwargs)
+        self._asked = float("-inf")
+
+    async def get_connection(self, *args: Any, **options: Any) -> AbstractConnection:
+        if time.monotonic() - self._asked >= self.refresh_s:
+            self._asked = time.monotonic()
+            known = self.master_address
+            try:
+                current = await self.get_master_address()  # also drops idle connections
+            except MasterNotFoundError:
+                current = known  # no master now: connecting fails by itself
+            if known is not None and current != known:
+                log.warning("Redis master moved from %s to %s", known, current)
+                await self.disconnect(inuse_connections=True)
+        conn = await super().get_connection(*args, **options)  # (arguments: deprecated)
+        if self.master_address is not None and \
+                (getattr(conn, "host", None), getattr(conn, "port", None)) != self.master_address:
+            try:  # a connection opened before the move, back in the pool
+                await conn.disconnect()
+                await conn.connect()  # to the master the sentinels name now
+            except BaseException:
+                await self.release(conn)
+                raise
+        return conn
