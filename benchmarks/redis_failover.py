@@ -28,6 +28,7 @@ after it. Lost: acknowledged snapshots (200) whose row is not what was sent. WAI
 ``HIMNET_REDIS_MIN_REPLICAS_ACK=1``, ``HIMNET_REDIS_REPLICA_ACK_TIMEOUT_MS=200``.
 
     python benchmarks/redis_failover.py [--bundle DIR] [--repeats 3] [--only cost|failover]
+                                        [--scenarios kill,partition,switchover]
                                         [--json FILE]
 
 Without ``--bundle`` the 207-sensor bundle of ``benchmarks/load_service.py`` is used (exported
@@ -308,6 +309,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--burst", type=float, default=0.5)
     parser.add_argument("--only", choices=("cost", "failover"), default=None)
+    parser.add_argument("--scenarios", default="kill,partition,switchover")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.bundle is None:
@@ -328,7 +330,7 @@ def main() -> None:
 def failovers(args: argparse.Namespace) -> dict[str, Any]:
     """Every (scenario, mode) ``--repeats`` times: each run, then the medians."""
     results: dict[str, list[Outcome]] = {}
-    scenarios = ("kill", "partition", "switchover")
+    scenarios = args.scenarios.split(",")
     for _, scenario, wait in itertools.product(range(args.repeats), scenarios, (False, True)):
         with tempfile.TemporaryDirectory(prefix="himnet-failover-") as work:
             o = asyncio.run(run(args.bundle, Path(work), wait=wait, scenario=scenario,
