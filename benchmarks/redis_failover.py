@@ -189,13 +189,17 @@ async def recover(topo: RedisTopology, dead_port: int, deadline: float,
 
     await asyncio.to_thread(wait_for, promoted, deadline - time.monotonic(), "a promoted replica")
     t_promoted = time.monotonic()
-    node = topo.node_at(dead_port)
     if restart:
-        await asyncio.to_thread(topo.rejoin, node)
-    client = node.client()
-    await asyncio.to_thread(wait_for,
-                            lambda: client.info("replication").get("master_link_status") == "up",
-                            deadline - time.monotonic(), "the old primary's resync")
+        await asyncio.to_thread(topo.rejoin, topo.node_at(dead_port))
+
+    def replicated() -> bool:  # whichever node the sentinels name now (a loaded machine may
+        port = topo.master_port()  # see a second failover) has a replica in sync
+        info = topo.node_at(port).client().info("replication") if port else {}
+        return info.get("role") == "master" and any(
+            isinstance(v, dict) and v.get("state") == "online" for v in info.values())
+
+    await asyncio.to_thread(wait_for, replicated, deadline - time.monotonic(),
+                            "a primary with a replica in sync again")
     return t_promoted, time.monotonic()
 
 
@@ -208,14 +212,15 @@ def service_settings(bundle: Path, topo: RedisTopology, min_replicas: int) -> Se
 
 
 async def run(bundle: Path, work: Path, *, wait: bool, scenario: str = "kill",
-              steady_s: float = 3.0, lag_s: float = 0.5, budget_s: float = 40.0) -> Outcome:
+              steady_s: float = 3.0, lag_s: float = 0.5, budget_s: float = 40.0,
+              down_after_ms: int = 1000) -> Outcome:
     """One failover run (see the module docstring); everything started is stopped."""
     manifest = read_manifest(bundle)
     interval_s = int(manifest.interval_minutes * 60)
     first_slot = int(time.time() // interval_s)
     attempts: list[Attempt] = []
     stop = asyncio.Event()
-    with RedisTopology(work) as topo:
+    with RedisTopology(work, down_after_ms=down_after_ms) as topo:
         app = create_app(service_settings(bundle, topo, 1 if wait else 0))
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://service",
