@@ -10,6 +10,11 @@ sensors never reads rows written for another layout):
 
 A batch is written in one MULTI/EXEC transaction, so it is stored entirely or not at all, and a
 window is read with one MGET. :class:`MemoryBuffer` behaves the same inside one process.
+
+Optionally (``min_replicas``) the transaction is followed, on the same connection and in the
+same round trip, by ``WAIT min_replicas timeout``: a batch fewer replicas acknowledged in time
+is reported as ``BufferUnavailable(operation="replicate")``: stored on the primary, perhaps not
+durable; the client may send it again (a reading overwrites its own earlier value).
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from redis import asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -31,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 FLOAT = np.dtype("<f4")
 
 
-StoreOperation = Literal["read", "write", "write_uncertain", "cache"]
+StoreOperation = Literal["read", "write", "write_uncertain", "replicate", "cache"]
 
 
 class BufferUnavailable(RuntimeError):
@@ -278,11 +284,18 @@ class RedisBuffer(ReadingBuffer):
         interval_s: int,
         retention_slots: int,
         on_error: Callable[[str], None] = _ignore,
+        *,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 200,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(num_nodes, interval_s, retention_slots)
         self.client = client
         self.prefix = prefix
         self.on_error = on_error
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self._on_close = on_close
         self._empty_row = np.full(num_nodes, np.nan, dtype=FLOAT).tobytes()
         self._latest_window = client.register_script(_LATEST_WINDOW)
 
@@ -293,8 +306,8 @@ class RedisBuffer(ReadingBuffer):
     def slots_key(self) -> str:
         return f"{self.prefix}:slots"
 
-    async def write(self, updates: Sequence[SlotUpdate]) -> None:
-        pipe = self.client.pipeline(transaction=True)
+    def _queue(self, pipe: Pipeline, updates: Sequence[SlotUpdate]) -> None:
+        """The commands of one batch's transaction."""
         for up in updates:
             key = self.slot_key(up.slot)
             pipe.set(key, self._empty_row, nx=True, pxat=int(self.expires_at(up.slot) * 1000))
@@ -302,6 +315,12 @@ class RedisBuffer(ReadingBuffer):
                 pipe.setrange(key, first * FLOAT.itemsize, vals.astype(FLOAT).tobytes())
         pipe.zadd(self.slots_key, {str(up.slot): up.slot for up in updates})
         pipe.zremrangebyscore(self.slots_key, "-inf", f"({self.oldest_kept()}")
+
+    async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        if self.min_replicas:
+            return await self._write_and_wait(updates)
+        pipe = self.client.pipeline(transaction=True)
+        self._queue(pipe, updates)
         try:
             await pipe.execute()
         except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
@@ -310,6 +329,38 @@ class RedisBuffer(ReadingBuffer):
         except (RedisError, OSError) as exc:
             self.on_error("write")
             raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
+
+    async def _write_and_wait(self, updates: Sequence[SlotUpdate]) -> None:
+        """MULTI … EXEC, then WAIT, in one round trip on one connection.
+
+        WAIT counts the replicas that have every write of *its own connection*, so it cannot be
+        a separate call (the pool may hand out another connection). A plain pipeline with the
+        transaction spelled out does it; without response callbacks, since the queued commands
+        answer QUEUED and their real results come inside EXEC's reply.
+        """
+        pipe = Pipeline(self.client.connection_pool, {}, transaction=False, shard_hint=None)
+        pipe.execute_command("MULTI")
+        self._queue(pipe, updates)
+        pipe.execute_command("EXEC")
+        pipe.execute_command("WAIT", self.min_replicas, self.replica_timeout_ms)
+        try:
+            *_, applied, acked = await pipe.execute()
+        except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
+            self.on_error("write")
+            raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            self.on_error("write")
+            raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
+        failed = ([r for r in applied if isinstance(r, Exception)] if isinstance(applied, list)
+                  else [applied])  # not a list: EXEC was aborted
+        if failed:
+            self.on_error("write")
+            raise BufferUnavailable(f"Redis refused the readings: {failed[0]}", "write")
+        if int(acked) < self.min_replicas:
+            self.on_error("write")
+            raise BufferUnavailable(
+                f"{acked} of {self.min_replicas} replica(s) acknowledged the readings within "
+                f"{self.replica_timeout_ms} ms", "replicate")
 
     async def read_window_with(
         self, last_slot: int, length: int, extra_keys: Sequence[str]
@@ -367,16 +418,19 @@ class RedisBuffer(ReadingBuffer):
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self._on_close is not None:
+            await self._on_close()
 
 
-def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
-    """A client that fails fast while Redis is down and reconnects by itself afterwards."""
-    return aioredis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-        decode_responses=False,
-    )
+def connection_options(timeout_s: float) -> dict[str, object]:
+    """Fail fast while Redis is down and reconnect by itself afterwards: one immediate retry
+    (a dropped idle connection, or a promoted replica behind Sentinel), then an error."""
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 1), "health_check_interval": 0,
+            "decode_responses": False}
+
+
+def redis_client(url: str, timeout_s: float, password: str | None = None) -> aioredis.Redis:
+    """A client for the Redis at ``url`` (``password``: from the secret file, if any)."""
+    return aioredis.from_url(url, password=password, **connection_options(timeout_s))
 

@@ -49,6 +49,9 @@ _STORE_DETAIL: dict[StoreOperation, str] = {
     "write_uncertain": "the reading buffer (Redis) did not confirm the write in time: the "
                        "readings MAY have been stored; retrying the same request is safe (the "
                        "same values overwrite)",
+    "replicate": "the readings reached the Redis primary but no replica confirmed them in time, "
+                 "so they may not be durable; retry is safe (a reading replaces its own "
+                 "earlier value)",
     "read": "the reading buffer (Redis) is unreachable; forecasts from a window sent with the "
             "request still work",
     "cache": "the forecast cache (Redis) is unreachable",
