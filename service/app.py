@@ -2,7 +2,8 @@
 
 Startup (``service/startup.py``) loads and warms the bundle's runtime on the inference thread,
 builds the buffer and cache (Redis when ``REDIS_URL`` is set, in-process otherwise; Redis need
-not be up yet — readiness says so), the write path, the forecaster and the embedding index. A
+not be up yet, and a Redis outage does not make the replica unready: the ``/readyz`` body and
+``himnet_redis_up`` report it), the write path, the forecaster and the embedding index. A
 missing or damaged bundle stops startup with :class:`StartupError` naming the problem.
 """
 
@@ -18,7 +19,7 @@ from model.bundle import Manifest
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
-from service.routes import embeddings, forecast, meta, readings
+from service.routes import admin, embeddings, forecast, meta, readings
 from service.settings import Settings
 from service.startup import StartupError, build_components
 
@@ -49,7 +50,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         app.state.components = parts
         parts.ready = True
         metrics.ready.set_function(  # himnet_ready without anyone calling /readyz
-            lambda: float(parts.ready and parts.engine.runtime is not None))
+            lambda: float(parts.serving()))
         log.info("serving %s %s (%s, %s) with a %s buffer", parts.manifest.model_name,
                  parts.manifest.model_version, parts.runtime.backend, parts.runtime.provider,
                  "Redis" if parts.buffer.shared else "memory")
@@ -62,7 +63,8 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
                   lifespan=lifespan)
     app.state.metrics = metrics
     install_problem_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (readings.router, forecast.router, embeddings.router, meta.router):
+    for router in (readings.router, forecast.router, embeddings.router, meta.router,
+                   admin.router):
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

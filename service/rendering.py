@@ -1,7 +1,8 @@
 """The JSON body of a forecast, memoised per window and request shape.
 
 Rendering 2,484 floats costs more than a cache hit, so identical answers are encoded once: the
-key is the window's digest plus which sensors, horizons and extras were asked for.
+key is the window's digest (which carries the model version, so a reload never serves another
+model's body) plus which sensors, horizons and extras were asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ class ForecastRenderer:
         clock: SlotClock,
         *,
         sensor_ids: Sequence[str],
-        model_version: str,
         missing_policy: str,
         decimals: int | None,
         capacity: int = 512,
@@ -33,7 +33,6 @@ class ForecastRenderer:
         self.clock = clock
         self.sensor_ids = list(sensor_ids)
         self.position = {s: i for i, s in enumerate(self.sensor_ids)}
-        self.model_version = model_version
         self.missing_policy = missing_policy
         self.decimals = decimals
         self._bodies = LRU(capacity)
@@ -65,7 +64,7 @@ class ForecastRenderer:
             values = np.round(values, self.decimals)
         missing = np.isnan(fc.window).all(axis=0)
         body: dict[str, Any] = {
-            "model_version": self.model_version,
+            "model_version": fc.model_version,
             "as_of": clock.iso(fc.last_slot),
             "source": fc.source,
             "units": "raw",

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     # --- model -------------------------------------------------------------------------------
     bundle_dir: Path = Field(description="Directory of the exported model bundle to serve.")
+    models_dir: Path | None = Field(
+        None, description="Directory of versioned bundles (one subdirectory per version) that "
+        "POST /admin/reload may name; unset: reload re-reads bundle_dir only.")
     backend: Literal["onnx", "torchscript"] = "onnx"
     device: str = "cpu"
     threads: int = Field(2, ge=1, description="Intra-op threads of the runtime.")

@@ -8,11 +8,18 @@ and missing-data policy, so bundles and policies never read each other's entries
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from model.bundle import Manifest
 from service.buffer import MemoryBuffer, ReadingBuffer, RedisBuffer, layout_key, redis_client
-from service.cache import ForecastCache, MemoryForecastCache, OutputCodec, RedisForecastCache
+from service.cache import (
+    ForecastCache,
+    MemoryForecastCache,
+    OutputCodec,
+    RedisForecastCache,
+    cache_namespace,
+)
 from service.metrics import Metrics
 from service.settings import Settings
 from service.timeslots import SlotClock
@@ -28,6 +35,11 @@ class Stores:
     cache: ForecastCache
 
 
+def store_prefix(settings: Settings, sensor_ids: Sequence[str]) -> str:
+    """Prefix of every key of this sensor layout (buffer rows and cached outputs)."""
+    return f"{settings.redis_prefix}:{layout_key(sensor_ids)}"
+
+
 def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
                  metrics: Metrics) -> Stores:
     """Buffer and cache for ``manifest``'s sensors, in Redis or in memory per ``settings``."""
@@ -35,9 +47,9 @@ def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
     if retention < manifest.in_steps:
         log.warning("retention of %s slots is shorter than the %s-slot input window",
                     retention, manifest.in_steps)
-    prefix = f"{settings.redis_prefix}:{layout_key(manifest.sensor_ids)}"
+    prefix = store_prefix(settings, manifest.sensor_ids)
     codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim)
-    namespace = f"{prefix}:fc:{manifest.model_version}:{settings.missing_policy}"
+    namespace = cache_namespace(prefix, manifest.model_version, settings.missing_policy)
     if not settings.redis_url:
         return Stores(MemoryBuffer(manifest.num_nodes, clock.interval_s, retention),
                       MemoryForecastCache(codec, namespace, manifest.in_steps,
