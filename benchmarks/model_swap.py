@@ -78,7 +78,21 @@ class Load:
         self.stamps = [iso(s) for s in range(last - t_in + 1, last + 1)]
         self.fixed = self._window_body()
         self.records: list[tuple[float, float, str, bool]] = []
+        self.failures: list[str] = []
         self.stop = False
+
+    async def prime(self) -> None:
+        """Ingest the input window before the load starts (buffered forecasts need one)."""
+        conn = Conn("127.0.0.1", self.port)
+        await conn.open()
+        try:
+            for stamp in self.stamps:
+                values = dict(zip(self.sensors, self.rng.uniform(20, 70, len(self.sensors)).tolist()))
+                body = json.dumps({"readings": [{"timestamp": stamp, "values": values}]}).encode()
+                status, _, answer = await conn.request(http("POST", "/readings", body, key=True))
+                assert status == 200, answer
+        finally:
+            await conn.close()
 
     def _window_body(self) -> bytes:
         values = self.rng.uniform(20, 70, (self.t_in, len(self.sensors))).round(2)
@@ -107,10 +121,13 @@ class Load:
                 i += 1
                 t0 = time.perf_counter()
                 try:
-                    status, _, _ = await conn.request(raw)
+                    status, _, answer = await conn.request(raw)
                     ok = status == 200
-                except (OSError, asyncio.IncompleteReadError):
+                    if not ok:
+                        self.failures.append(f"{kind}: {status} {answer[:200]!r}")
+                except (OSError, asyncio.IncompleteReadError) as exc:
                     ok = False
+                    self.failures.append(f"{kind}: {exc!r}")
                     await conn.close()
                     conn = Conn("127.0.0.1", self.port)
                     await conn.open()
@@ -122,35 +139,41 @@ class Load:
 
 async def swapper(port: int, swaps: int, first_s: float, every_s: float
                   ) -> list[tuple[float, float, int, str]]:
-    """``swaps`` reloads alternating the versions; (start, end, status, outcome) of each."""
-    conn = Conn("127.0.0.1", port)
-    await conn.open()
+    """``swaps`` reloads alternating the versions; (start, end, status, outcome) of each.
+
+    Each reload on a fresh connection: uvicorn closes keep-alive connections idle for 5 s.
+    """
     done = []
-    try:
-        await asyncio.sleep(first_s)
-        for k in range(swaps):
-            version = VERSIONS[(k + 1) % 2]
-            body = json.dumps({"version": version}).encode()
+    await asyncio.sleep(first_s)
+    for k in range(swaps):
+        version = VERSIONS[(k + 1) % 2]
+        body = json.dumps({"version": version}).encode()
+        conn = Conn("127.0.0.1", port)
+        await conn.open()
+        try:
             t0 = time.perf_counter()
             status, _, answer = await conn.request(http("POST", "/admin/reload", body, key=True))
             t1 = time.perf_counter()
-            outcome = json.loads(answer).get("outcome", answer.decode()[:80])
-            print(f"  swap {k + 1:>2} -> {version}: {status} {outcome} in {(t1 - t0) * 1e3:.0f} ms",
-                  flush=True)
-            done.append((t0, t1, status, outcome))
-            await asyncio.sleep(every_s)
-    finally:
-        await conn.close()
+        finally:
+            await conn.close()
+        outcome = json.loads(answer).get("outcome", answer.decode()[:80])
+        print(f"  swap {k + 1:>2} -> {version}: {status} {outcome} in {(t1 - t0) * 1e3:.0f} ms",
+              flush=True)
+        done.append((t0, t1, status, outcome))
+        await asyncio.sleep(every_s)
     return done
 
 
 async def run(args: argparse.Namespace, sensors: list[str], t_in: int) -> None:
     load = Load(args.port, sensors, t_in, args.think_ms / 1e3)
+    await load.prime()
     workers = [asyncio.create_task(load.worker(k)) for k in range(args.connections)]
     every = (args.duration - 2 * args.warm_s) / args.swaps
     swaps = await swapper(args.port, args.swaps, args.warm_s, every)
     load.stop = True
     await asyncio.gather(*workers)
+    for failure in load.failures:
+        print("  failed:", failure)
     report(load.records, swaps, args)
 
 
@@ -186,7 +209,7 @@ def main() -> None:
     p.add_argument("--warm-s", type=float, default=10.0, help="steady seconds before the first swap")
     p.add_argument("--swaps", type=int, default=10)
     p.add_argument("--connections", type=int, default=4)
-    p.add_argument("--think-ms", type=float, default=20.0)
+    p.add_argument("--think-ms", type=float, default=100.0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     sensors = ensure_bundles(args.models)

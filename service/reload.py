@@ -178,7 +178,7 @@ class Reloader:
         active = self.slot.active
         if manifest.model_version == active.version:
             if manifest.files == active.manifest.files:
-                return "unchanged"
+                return "unchanged"  # reload outcome
             raise Conflict("version-reused", f"bundle {path} has the served version "
                            f"{active.version!r} but other files: export it under a new version "
                            "(cached forecasts are keyed by version)")
@@ -188,7 +188,7 @@ class Reloader:
         show_model(self.metrics, model)
         log.info("now serving %s %s from %s (previous: %s)", manifest.model_name,
                  model.version, path, active.version)
-        return "loaded"
+        return "loaded"  # reload outcome
 
     async def rollback(self) -> None:
         """Serve the previous model again."""
