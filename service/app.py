@@ -9,9 +9,10 @@ missing or damaged bundle stops startup with :class:`StartupError` naming the pr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -22,6 +23,7 @@ from service.problems import install_problem_handlers
 from service.routes import admin, embeddings, forecast, meta, readings
 from service.settings import Settings
 from service.startup import StartupError, build_components
+from service.watcher import watch
 
 __all__ = ["StartupError", "create_app"]
 
@@ -54,9 +56,17 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         log.info("serving %s %s (%s, %s) with a %s buffer", parts.manifest.model_name,
                  parts.manifest.model_version, parts.runtime.backend, parts.runtime.provider,
                  "Redis" if parts.buffer.shared else "memory")
+        watcher = None
+        if settings.watch_interval_s is not None and settings.models_dir is not None:
+            watcher = asyncio.create_task(watch(settings.models_dir, settings.watch_interval_s,
+                                                parts.reloader))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await watcher
             await parts.close()
 
     app = FastAPI(title="HimNet forecast service", version="1", description=DESCRIPTION,

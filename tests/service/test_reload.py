@@ -191,3 +191,37 @@ def test_requests_in_flight_finish_on_the_old_model(make_settings, models_dir: P
     assert answers[0].json()["model_version"] == v1
     np.testing.assert_allclose(_matrix(answers[0].json(), sensors),
                                _expected(models_dir / "v1", values, last), rtol=1e-5, atol=1e-4)
+
+
+def _model_version(client: Any) -> str:
+    return client.get("/model").json()["model_version"]
+
+
+def test_the_watcher_serves_a_newly_published_version(make_settings, models_dir: Path,
+                                                      tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(models_dir / "v1", root / "v1")
+    v1 = read_manifest(root / "v1").model_version
+    settings = _settings(make_settings, root, watch_interval_s=0.2)
+    with serve(settings) as client:
+        time.sleep(0.6)
+        assert _model_version(client) == v1  # what was there at startup is the baseline
+        shutil.copytree(models_dir / "v2", tmp_path / "v2.partial")  # export, then rename
+        (tmp_path / "v2.partial").rename(root / "v2")
+        deadline = time.monotonic() + 30
+        while _model_version(client) != "v2":
+            assert time.monotonic() < deadline, "the watcher did not pick up v2"
+            time.sleep(0.1)
+        assert client.post("/admin/rollback", headers=AUTH).status_code == 200
+        time.sleep(1.0)
+        assert _model_version(client) == v1  # a rollback sticks until something newer appears
+
+
+def test_watching_needs_a_models_dir(tiny_bundle: Path) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="watch_interval_s needs models_dir"):
+        Settings(bundle_dir=tiny_bundle, watch_interval_s=1.0)
