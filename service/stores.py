@@ -1,6 +1,7 @@
 """The one factory of the reading buffer and the forecast cache: both in Redis, or both in memory.
 
-Redis when ``REDIS_URL`` is set (shared by replicas; it need not be up yet, readiness says so),
+Redis when ``REDIS_URL`` is set (shared by replicas; it need not be up yet: ``/readyz``
+and ``himnet_redis_up`` report it),
 in-process otherwise. Keys carry a digest of the sensor list, and cache keys the model version
 and missing-data policy, so bundles and policies never read each other's entries.
 """
