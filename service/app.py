@@ -2,15 +2,17 @@
 
 Startup (``service/startup.py``) loads and warms the bundle's runtime on the inference thread,
 builds the buffer and cache (Redis when ``REDIS_URL`` is set, in-process otherwise; Redis need
-not be up yet — readiness says so), the write path, the forecaster and the embedding index. A
+not be up yet, and a Redis outage does not make the replica unready: the ``/readyz`` body and
+``himnet_redis_up`` report it), the write path, the forecaster and the embedding index. A
 missing or damaged bundle stops startup with :class:`StartupError` naming the problem.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from typing import Any
 
@@ -22,9 +24,10 @@ from service.metrics import Metrics
 from service.openapi import live_document, shape_document
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
-from service.routes import embeddings, forecast, meta, readings
+from service.routes import admin, embeddings, forecast, meta, readings
 from service.settings import Settings
 from service.startup import StartupError, build_components
+from service.watcher import watch
 
 __all__ = ["StartupError", "create_app"]
 
@@ -63,13 +66,21 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         app.state.components = parts
         parts.ready = True
         metrics.ready.set_function(  # himnet_ready without anyone calling /readyz
-            lambda: float(parts.ready and parts.engine.runtime is not None))
+            lambda: float(parts.serving()))
         log.info("serving %s %s (%s, %s) with a %s buffer", parts.manifest.model_name,
                  parts.manifest.model_version, parts.runtime.backend, parts.runtime.provider,
                  "Redis" if parts.buffer.shared else "memory")
+        watcher = None
+        if settings.watch_interval_s is not None and settings.models_dir is not None:
+            watcher = asyncio.create_task(watch(settings.models_dir, settings.watch_interval_s,
+                                                parts.reloader))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await watcher
             await parts.close()
 
     # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts from the installed
@@ -79,7 +90,8 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     app.state.metrics = metrics
     install_problem_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (readings.router, forecast.router, embeddings.router, meta.router):
+    for router in (readings.router, forecast.router, embeddings.router, meta.router,
+                   admin.router):
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

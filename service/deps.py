@@ -20,9 +20,11 @@ from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
 from service.inference import InferenceEngine
 from service.ingest import Ingest
+from service.models import ModelSlot
 from service.inputs import ForecastInputs
 from service.metrics import Metrics
 from service.problems import Problem
+from service.reload import Reloader
 from service.rendering import ForecastRenderer
 from service.runtime import Runtime
 from service.security import Access, check_key
@@ -62,7 +64,16 @@ RendererDep = Annotated[ForecastRenderer, Depends(_part("renderer"))]
 EmbeddingsDep = Annotated[EmbeddingIndex, Depends(_part("embeddings"))]
 AccessDep = Annotated[Access, Depends(_part("access"))]
 MetricsDep = Annotated[Metrics, Depends(_part("metrics"))]
-ReadyDep = Annotated[bool, Depends(_part("ready"))]
+ReloaderDep = Annotated[Reloader, Depends(_part("reloader"))]
+ModelsDep = Annotated[ModelSlot, Depends(_part("models"))]
+
+
+async def serving(request: Request) -> bool:
+    """Readiness (see :meth:`~service.state.Components.serving`)."""
+    return components(request).serving()
+
+
+ServingDep = Annotated[bool, Depends(serving)]
 
 
 # The two ways to present the key (service/security.py), declared so that OpenAPI documents

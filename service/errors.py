@@ -32,3 +32,7 @@ class InvalidInput(ServiceError):
 
 class NotFound(ServiceError):
     """There is nothing to answer from (no readings, no such sensor)."""
+
+
+class Conflict(ServiceError):
+    """The request cannot be carried out in the service's current state (nothing changed)."""

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from service.buffer import BufferUnavailable, StoreOperation
-from service.errors import InvalidInput, NotFound, ServiceError
+from service.errors import Conflict, InvalidInput, NotFound, ServiceError
 from service.inference import Overloaded
 
 log = logging.getLogger("service")
@@ -41,7 +41,7 @@ _TITLES = {
 }
 
 # Domain error kind -> status; a kind not listed here is a 422 (the request broke a rule).
-_DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 404}
+_DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 404, Conflict: 409}
 
 # What the client is told when the store fails, per failed operation.
 _STORE_DETAIL: dict[StoreOperation, str] = {

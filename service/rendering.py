@@ -1,9 +1,10 @@
 """The JSON body of a forecast, memoised per window and request shape.
 
 Rendering 2,484 floats costs more than a cache hit, so identical answers are encoded once: the
-key is the window's digest, where it came from (``source``, why it ends where it ends, the
-newest reading) plus which sensors, horizons and extras were asked for. The age of the newest
-reading changes with every request, so it is appended to the memoised body each time.
+key is the window's digest (which carries the model version, so a reload never serves another
+model's body), where it came from (``source``, why it ends where it ends, the newest reading)
+plus which sensors, horizons and extras were asked for. The age of the newest reading changes
+with every request, so it is appended to the memoised body each time.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ class ForecastRenderer:
         clock: SlotClock,
         *,
         sensor_ids: Sequence[str],
-        model_version: str,
         missing_policy: str,
         decimals: int | None,
         capacity: int = 512,
@@ -36,7 +36,6 @@ class ForecastRenderer:
         self.clock = clock
         self.sensor_ids = list(sensor_ids)
         self.position = {s: i for i, s in enumerate(self.sensor_ids)}
-        self.model_version = model_version
         self.missing_policy = missing_policy
         self.decimals = decimals
         self._bodies = LRU(capacity)
@@ -74,7 +73,7 @@ class ForecastRenderer:
         if self.decimals is not None:
             values = np.round(values, self.decimals)
         body: dict[str, Any] = {
-            "model_version": self.model_version,
+            "model_version": fc.model_version,
             "as_of": clock.iso(fc.last_slot),
             "window_end_reason": fc.end_reason,
             "newest_reading": None if fc.newest_slot is None else clock.iso(fc.newest_slot),

@@ -237,6 +237,15 @@ class SensorEmbedding(BaseModel):
     spatiotemporal: SpatiotemporalEmbedding | None = None
 
 
+class ModelRef(BaseModel):
+    """One loaded model, as the admin actions and ``/model`` name it."""
+
+    model_name: str
+    model_version: str
+    created_at: str = Field(description="When the bundle was exported (ISO-8601, UTC).")
+    loaded_at: datetime = Field(description="When this replica loaded and warmed it.")
+
+
 class ModelInfo(BaseModel):
     model_name: str
     model_version: str
@@ -254,6 +263,26 @@ class ModelInfo(BaseModel):
                               "under zero a posted 0 counts as missing.")
     missing_policy: str
     metrics: dict[str, Any]
+    loaded_at: datetime = Field(description="When this replica loaded and warmed the model.")
+    previous: ModelRef | None = Field(
+        None, description="The model kept for POST /admin/rollback (None: nothing reloaded yet).")
+
+
+class ReloadRequest(BaseModel):
+    """Which bundle ``POST /admin/reload`` loads."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", examples=["2026-12-03.1"],
+        description="A version directory of HIMNET_MODELS_DIR; unset: the configured bundle "
+        "directory (HIMNET_BUNDLE_DIR) as it is on disk now.")
+
+
+class ReloadResult(BaseModel):
+    outcome: Literal["loaded", "unchanged", "rolled_back"]
+    active: ModelRef
+    previous: ModelRef | None = None
+    took_s: float = Field(description="Seconds to verify, load, warm and swap.")
 
 
 class Health(BaseModel):

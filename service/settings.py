@@ -28,6 +28,12 @@ class Settings(BaseSettings):
 
     # --- model -------------------------------------------------------------------------------
     bundle_dir: Path = Field(description="Directory of the exported model bundle to serve.")
+    models_dir: Path | None = Field(
+        None, description="Directory of versioned bundles (one subdirectory per version) that "
+        "POST /admin/reload may name; unset: reload re-reads bundle_dir only.")
+    watch_interval_s: float | None = Field(
+        None, gt=0, description="Look at models_dir every N seconds and serve the newest version "
+        "when a new one appears (service/watcher.py); unset: off.")
     backend: Literal["onnx", "torchscript"] = "onnx"
     device: str = "cpu"
     threads: int = Field(2, ge=1, description="Intra-op threads of the runtime.")
@@ -106,6 +112,8 @@ class Settings(BaseSettings):
         if self.api_key is not None and self.api_key_file is not None:
             raise ValueError("set api_key or api_key_file, not both")
         self._check_redis()
+        if self.watch_interval_s is not None and self.models_dir is None:
+            raise ValueError("watch_interval_s needs models_dir (the directory to watch)")
         return self
 
     def slot_coverage(self) -> float:

@@ -1,7 +1,7 @@
 """The one factory of the reading buffer and the forecast cache: both in Redis, or both in memory.
 
 Redis when ``REDIS_URL`` is set, or the master that ``REDIS_SENTINELS`` name (shared by
-replicas; it need not be up yet, readiness says so), in-process otherwise. Behind Sentinel,
+replicas; it need not be up yet: ``/readyz`` and ``himnet_redis_up`` report it), in-process otherwise. Behind Sentinel,
 redis-py's pool asks the sentinels for the master on every new connection, and drops a
 connection that fails or answers READONLY (a demoted primary): with the one immediate retry of
 ``connection_options``, a write after a failover reaches the promoted replica by itself. A
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from dataclasses import dataclass
 
@@ -35,7 +35,13 @@ from service.buffer import (
     layout_key,
     redis_client,
 )
-from service.cache import ForecastCache, MemoryForecastCache, OutputCodec, RedisForecastCache
+from service.cache import (
+    ForecastCache,
+    MemoryForecastCache,
+    OutputCodec,
+    RedisForecastCache,
+    cache_namespace,
+)
 from service.metrics import Metrics
 from service.settings import Settings
 from service.timeslots import SlotClock
@@ -51,6 +57,11 @@ class Stores:
     cache: ForecastCache
 
 
+def store_prefix(settings: Settings, sensor_ids: Sequence[str]) -> str:
+    """Prefix of every key of this sensor layout (buffer rows and cached outputs)."""
+    return f"{settings.redis_prefix}:{layout_key(sensor_ids)}"
+
+
 def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
                  metrics: Metrics) -> Stores:
     """Buffer and cache for ``manifest``'s sensors, in Redis or in memory per ``settings``."""
@@ -58,9 +69,9 @@ def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
     if retention < manifest.in_steps:
         log.warning("retention of %s slots is shorter than the %s-slot input window",
                     retention, manifest.in_steps)
-    prefix = f"{settings.redis_prefix}:{layout_key(manifest.sensor_ids)}"
+    prefix = store_prefix(settings, manifest.sensor_ids)
     codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim)
-    namespace = f"{prefix}:fc:{manifest.model_version}:{settings.missing_policy}"
+    namespace = cache_namespace(prefix, manifest.model_version, settings.missing_policy)
     if not (settings.redis_url or settings.redis_sentinels):
         return Stores(MemoryBuffer(manifest.num_nodes, clock.interval_s, retention),
                       MemoryForecastCache(codec, namespace, manifest.in_steps,
