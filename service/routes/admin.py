@@ -12,7 +12,7 @@ import time
 
 from fastapi import APIRouter, Body, Depends
 
-from service.deps import ModelsDep, ReloaderDep, require_key
+from service.deps import ModelsDep, ReloaderDep, json_body, require_key
 from service.routes.meta import model_ref
 from service.schemas import ReloadRequest, ReloadResult, problem_responses
 
@@ -20,7 +20,8 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_key)])
 
 
 @router.post("/admin/reload", response_model=ReloadResult, summary="Load a model and swap it in",
-             responses=problem_responses(401, 403, 404, 409, 422))
+             dependencies=[Depends(json_body)],
+             responses=problem_responses(400, 401, 403, 404, 409, 415, 422))
 async def reload_model(reloader: ReloaderDep, models: ModelsDep,
                        req: ReloadRequest | None = Body(None)) -> ReloadResult:
     """Load the configured bundle directory (no body) or ``version`` from HIMNET_MODELS_DIR,
