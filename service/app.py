@@ -18,7 +18,7 @@ from model.bundle import Manifest
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
-from service.routes import embeddings, forecast, meta, readings
+from service.routes import accuracy, embeddings, forecast, meta, readings
 from service.settings import Settings
 from service.startup import StartupError, build_components
 
@@ -62,7 +62,8 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
                   lifespan=lifespan)
     app.state.metrics = metrics
     install_problem_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (readings.router, forecast.router, embeddings.router, meta.router):
+    for router in (readings.router, forecast.router, embeddings.router, meta.router,
+                   accuracy.router):
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -27,6 +27,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from service.refclock import ReferenceClock
+
 FLOAT = np.dtype("<f4")
 
 
@@ -78,19 +80,23 @@ class ReadingBuffer(abc.ABC):
 
     shared: bool = False
 
-    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int) -> None:
+    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int,
+                 clock: ReferenceClock | None = None) -> None:
         self.num_nodes = num_nodes
         self.interval_s = interval_s
         self.retention_slots = retention_slots
+        self.clock = clock or ReferenceClock(interval_s)  # wall clock unless replay mode
 
     def expires_at(self, slot: int) -> float:
-        """Epoch seconds after which ``slot`` is dropped."""
-        return float((slot + 1 + self.retention_slots) * self.interval_s)
+        """Epoch seconds (wall clock) after which ``slot`` is dropped."""
+        return self.clock.wall_deadline(float((slot + 1 + self.retention_slots) * self.interval_s))
 
     def oldest_kept(self, now: float | None = None) -> int:
-        """The oldest slot still within retention."""
-        now_slot = int((time.time() if now is None else now) // self.interval_s)
-        return now_slot - self.retention_slots + 1
+        """The oldest slot still within retention (``now``: wall time; replay mode ignores it)."""
+        ref = self.clock.now(now)
+        if ref == float("inf"):
+            return -(2 ** 62)  # replay mode before the first reading: nothing is too old
+        return int(ref // self.interval_s) - self.retention_slots + 1
 
     @abc.abstractmethod
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
@@ -139,8 +145,9 @@ class ReadingBuffer(abc.ABC):
 class MemoryBuffer(ReadingBuffer):
     """In-process buffer for a single replica (and the default local run)."""
 
-    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int) -> None:
-        super().__init__(num_nodes, interval_s, retention_slots)
+    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int,
+                 clock: ReferenceClock | None = None) -> None:
+        super().__init__(num_nodes, interval_s, retention_slots, clock)
         self._rows: dict[int, np.ndarray] = {}
 
     def _prune(self) -> None:
@@ -149,6 +156,7 @@ class MemoryBuffer(ReadingBuffer):
             del self._rows[slot]
 
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        self.clock.observe(max((up.slot for up in updates), default=None))
         self._prune()
         for up in updates:
             row = self._rows.get(up.slot)
@@ -169,7 +177,9 @@ class MemoryBuffer(ReadingBuffer):
 
     async def latest_slot(self) -> int | None:
         self._prune()
-        return max(self._rows) if self._rows else None
+        latest = max(self._rows) if self._rows else None
+        self.clock.observe(latest)
+        return latest
 
     async def ping(self) -> bool:
         return True
@@ -207,8 +217,9 @@ class RedisBuffer(ReadingBuffer):
         interval_s: int,
         retention_slots: int,
         on_error: Callable[[str], None] = _ignore,
+        clock: ReferenceClock | None = None,
     ) -> None:
-        super().__init__(num_nodes, interval_s, retention_slots)
+        super().__init__(num_nodes, interval_s, retention_slots, clock)
         self.client = client
         self.prefix = prefix
         self.on_error = on_error
@@ -223,6 +234,7 @@ class RedisBuffer(ReadingBuffer):
         return f"{self.prefix}:slots"
 
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        self.clock.observe(max((up.slot for up in updates), default=None))
         pipe = self.client.pipeline(transaction=True)
         for up in updates:
             key = self.slot_key(up.slot)
@@ -265,7 +277,9 @@ class RedisBuffer(ReadingBuffer):
         except (RedisError, OSError) as exc:
             self.on_error("read")
             raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
-        return int(top[0][1]) if top else None
+        latest = int(top[0][1]) if top else None
+        self.clock.observe(latest)
+        return latest
 
     async def latest_window(
         self, length: int, extra_prefix: str | None
@@ -281,6 +295,7 @@ class RedisBuffer(ReadingBuffer):
             return None
         blobs = [b or None for b in out[1:]]  # Lua turns a missing key into false
         extra = blobs[length] if extra_prefix else None
+        self.clock.observe(int(out[0]))
         return int(out[0]), self.decode(blobs[:length]), extra
 
     async def ping(self) -> bool:

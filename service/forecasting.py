@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from service.accuracy import LiveAccuracy
 from service.buffer import ReadingBuffer
 from service.cache import ForecastCache, ModelOutput, StatelessCache
 from service.errors import NotFound
@@ -91,6 +92,7 @@ class Forecaster:
         self.missing_value = missing_value
         self.model_version = model_version
         self._inflight: dict[bytes, asyncio.Future[ModelOutput]] = {}
+        self.live: LiveAccuracy | None = None  # set by startup: remembers buffer forecasts
 
     def digest(self, window: np.ndarray, last_slot: int) -> bytes:
         """Identity of a computation: window content, its slot, policy and model version."""
@@ -120,12 +122,16 @@ class Forecaster:
         out = await self.cache.get(last_slot, digest, prefetched)
         if out is not None:
             self.metrics.cache_hits.labels("buffer").inc()
+            if self.live is not None:
+                await self.live.remember(last_slot, window, out.forecast)
             return Forecast(last_slot, window, out, digest, "buffer", True)
         self.metrics.cache_misses.labels("buffer").inc()
         out = await self._compute_once(window, last_slot, digest)
         ttl = self.buffer.expires_at(last_slot) - time.time()
         if ttl > 0:
             await self.cache.put(last_slot, digest, out, ttl)
+        if self.live is not None:
+            await self.live.remember(last_slot, window, out.forecast)
         return Forecast(last_slot, window, out, digest, "buffer", False)
 
     async def from_request(self, window: np.ndarray, last_slot: int) -> Forecast:

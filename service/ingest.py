@@ -99,6 +99,8 @@ class Ingest:
         await self._write(updates)
         slots = {u.slot for u in updates}
         await self.forecaster.readings_changed(slots)
+        if self.forecaster.live is not None:
+            self.forecaster.live.readings_stored()  # scores due slots after this request
         accepted = sum(len(u.index) for u in updates)
         self.metrics.readings_accepted.inc(accepted)
         return Stored(accepted=accepted, slots=len(slots), latest_slot=max(slots))

@@ -21,7 +21,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 
 REJECT_REASONS = ("misaligned", "in_future", "too_old", "duplicate_timestamp", "unknown_sensor",
                   "not_finite", "out_of_range", "store_unavailable")
 REDIS_OPERATIONS = ("ping", "read", "write", "cache_get", "cache_put", "cache_invalidate",
-                    "cache_clear")
+                    "cache_clear", "accuracy_read", "accuracy_write")
 CACHE_SOURCES = ("buffer", "request")
 
 

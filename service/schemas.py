@@ -100,6 +100,9 @@ class ForecastRequest(BaseModel):
         None, description="Forecast from this window instead of the buffer (stateless mode)."
     )
     include: list[Literal["st_embedding"]] = Field(default_factory=list)
+    interval: float | None = Field(
+        None, gt=0, lt=1, description="Also return the prediction interval of this nominal "
+        "coverage (one of the bundle's calibrated levels, e.g. 0.9).", examples=[0.9])
 
     @model_validator(mode="after")
     def _exclusive(self) -> ForecastRequest:
@@ -125,6 +128,12 @@ class InputQuality(BaseModel):
     sensors_missing_total: int = Field(description="All sensors without a reading in the window.")
 
 
+class PredictionIntervals(BaseModel):
+    level: float = Field(description="Nominal coverage (split-conformal, calibrated at export).")
+    lower: dict[str, list[float]] = Field(description="sensor id → lower bound per horizon")
+    upper: dict[str, list[float]] = Field(description="sensor id → upper bound per horizon")
+
+
 class ForecastResponse(BaseModel):
     model_version: str
     as_of: str = Field(description="Last input slot (UTC).")
@@ -135,6 +144,7 @@ class ForecastResponse(BaseModel):
         description="sensor id → one value per entry of 'horizons', raw units"
     )
     quality: InputQuality
+    intervals: PredictionIntervals | None = None
     st_embedding: dict[str, list[float]] | None = None
 
 

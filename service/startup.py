@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import EMBEDDINGS_FILE, MANIFEST, BundleError, Manifest
+from model.intervals import IntervalError, IntervalTable, bundle_intervals
 from service.cache import StatelessCache
 from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
 from service.inference import InferenceEngine
 from service.ingest import Ingest
 from service.inputs import ForecastInputs
+from service.live_setup import build_live_accuracy
 from service.metrics import Metrics
 from service.rendering import ForecastRenderer
 from service.runtime import Runtime
@@ -57,21 +59,22 @@ async def build_components(settings: Settings, metrics: Metrics,
         runtime = await engine.load(settings.bundle_dir, settings.backend, settings.device,
                                     settings.threads, manifest=manifest)
         arrays = read_embeddings(settings.bundle_dir, runtime.manifest)
-    except BundleError as exc:
+        intervals = bundle_intervals(settings.bundle_dir, runtime.manifest)
+    except (BundleError, IntervalError) as exc:
         engine.close()
         raise StartupError(f"cannot serve model bundle {settings.bundle_dir}: {exc}") from exc
     except (OSError, RuntimeError, ValueError) as exc:
         engine.close()
         raise StartupError(f"cannot load the model from {settings.bundle_dir}: {exc}") from exc
     try:
-        return _wire(settings, metrics, engine, runtime, arrays)
+        return _wire(settings, metrics, engine, runtime, arrays, intervals)
     except BaseException:
         engine.close()
         raise
 
 
 def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime: Runtime,
-          arrays: dict[str, np.ndarray]) -> Components:
+          arrays: dict[str, np.ndarray], intervals: IntervalTable | None) -> Components:
     """Every component for the loaded ``runtime``."""
     m = runtime.manifest
     try:
@@ -95,11 +98,13 @@ def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime
         missing_policy=settings.missing_policy, missing_value=float(m.missing_value),
         model_version=m.model_version,
     )
+    forecaster.live = build_live_accuracy(settings, m, stores, metrics, intervals)
     ingest = Ingest(rules=rules, buffer=stores.buffer, forecaster=forecaster, metrics=metrics,
                     sensor_ids=m.sensor_ids, max_batch_timestamps=settings.max_batch_timestamps)
     renderer = ForecastRenderer(clock, sensor_ids=m.sensor_ids, model_version=m.model_version,
                                 missing_policy=settings.missing_policy,
-                                decimals=settings.response_decimals)
+                                decimals=settings.response_decimals, intervals=intervals,
+                                value_range=(settings.value_min, settings.value_max))
     metrics.model_info.labels(m.model_name, m.model_version, str(runtime.backend),
                               str(runtime.provider), str(m.num_nodes)).set(1)
     metrics.slot_interval.set(clock.interval_s)  # the stale-feed alert counts slots
@@ -108,4 +113,5 @@ def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime
         settings=settings, manifest=m, runtime=runtime, clock=clock, engine=engine,
         buffer=stores.buffer, forecaster=forecaster, ingest=ingest,
         inputs=ForecastInputs(rules, m.sensor_ids, m.in_steps, m.out_steps),
-        renderer=renderer, embeddings=index, access=access, metrics=metrics)
+        renderer=renderer, embeddings=index, access=access, metrics=metrics,
+        live=forecaster.live, intervals=intervals)

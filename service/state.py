@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model.bundle import Manifest
+from model.intervals import IntervalTable
+from service.accuracy import LiveAccuracy
 from service.buffer import ReadingBuffer
 from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
@@ -39,10 +41,14 @@ class Components:
     embeddings: EmbeddingIndex
     access: Access
     metrics: Metrics
+    live: LiveAccuracy | None = None  # live accuracy (None when switched off)
+    intervals: IntervalTable | None = None  # the bundle's prediction intervals, if any
     ready: bool = False
 
     async def close(self) -> None:
         """Stop answering ready, release the store's connections and the inference thread."""
         self.ready = False
+        if self.live is not None:
+            await self.live.close()
         await self.buffer.close()
         self.engine.close()

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from redis import asyncio as aioredis
+
 from model.bundle import Manifest
 from service.buffer import MemoryBuffer, ReadingBuffer, RedisBuffer, layout_key, redis_client
 from service.cache import ForecastCache, MemoryForecastCache, OutputCodec, RedisForecastCache
 from service.metrics import Metrics
+from service.refclock import ReferenceClock
 from service.settings import Settings
 from service.timeslots import SlotClock
 
@@ -26,6 +29,8 @@ class Stores:
 
     buffer: ReadingBuffer
     cache: ForecastCache
+    prefix: str  # key prefix of this sensor layout (Redis), also for the live-accuracy keys
+    client: aioredis.Redis | None  # the shared client; None for the memory stores
 
 
 def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
@@ -38,15 +43,17 @@ def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
     prefix = f"{settings.redis_prefix}:{layout_key(manifest.sensor_ids)}"
     codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim)
     namespace = f"{prefix}:fc:{manifest.model_version}:{settings.missing_policy}"
+    ref = ReferenceClock(clock.interval_s, replay=settings.replay_mode)
     if not settings.redis_url:
-        return Stores(MemoryBuffer(manifest.num_nodes, clock.interval_s, retention),
+        return Stores(MemoryBuffer(manifest.num_nodes, clock.interval_s, retention, ref),
                       MemoryForecastCache(codec, namespace, manifest.in_steps,
-                                          settings.cache_entries))
+                                          settings.cache_entries), prefix, None)
 
     def count(operation: str) -> None:
         metrics.redis_errors.labels(operation).inc()
 
     client = redis_client(settings.redis_url, settings.redis_timeout_s)
     return Stores(RedisBuffer(client, prefix, manifest.num_nodes, clock.interval_s, retention,
-                              on_error=count),
-                  RedisForecastCache(codec, namespace, manifest.in_steps, client, count))
+                              on_error=count, clock=ref),
+                  RedisForecastCache(codec, namespace, manifest.in_steps, client, count),
+                  prefix, client)

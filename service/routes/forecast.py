@@ -38,6 +38,7 @@ async def post_forecast(
         inputs.check_sensors(req.sensors)
     sensors = None if req.sensors is None else list(dict.fromkeys(req.sensors))
     steps = inputs.steps(req.horizons, req.horizon_minutes)
+    renderer.check_level(req.interval)
     if req.window is not None:
         grid, last = inputs.window(req.window)
         fc = await forecaster.from_request(grid, last)
@@ -45,6 +46,6 @@ async def post_forecast(
         last_slot = None if req.as_of is None else inputs.as_of_slot(req.as_of)
         fc = await forecaster.from_buffer(last_slot)
         metrics.window_coverage.set(float((~np.isnan(fc.window)).mean()))
-    body = renderer.render(fc, sensors, steps, "st_embedding" in req.include)
+    body = renderer.render(fc, sensors, steps, "st_embedding" in req.include, req.interval)
     return Response(body, media_type="application/json",
                     headers={"X-Cache": "hit" if fc.cached else "miss"})
