@@ -13,7 +13,7 @@ import numpy as np
 from replay.accuracy import OnlineAccuracy
 from replay.client import ModelInfo, ServiceClient
 from replay.errors import ReplayError
-from replay.timeline import choose_start, iso_utc, projected_end_slot, rebase
+from replay.timeline import choose_start, iso_utc, keep_clock, projected_end_slot
 
 API_KEY_ENV = "HIMNET_API_KEY"
 
@@ -108,7 +108,8 @@ def _plan(client: ServiceClient, data: Any, slots: int, speedup: float, start: i
     if not 0 <= start <= len(data.timestamps) - slots:
         raise ReplayError(f"rows {start} … {start + slots - 1} are not all in the dataset "
                           f"({len(data.timestamps)} rows)")
-    epochs = rebase(data.timestamps, start, slots, end_epoch)
+    epochs = keep_clock(data.timestamps, start, slots, end_epoch, model.timezone,
+                        7 if model.day_of_week else 1)
     values = data.values[start:start + slots][:, columns].astype(np.float64)
     # send times, relative to t0: uniform in data time
     offsets = (epochs - epochs[0]) / speedup if math.isfinite(speedup) else np.zeros(slots)
@@ -127,20 +128,28 @@ def _send_all(client: ServiceClient, plan: _Plan, acc: OnlineAccuracy, result: R
             sleep(delay)
         due_until = k
         now_rel = clock() - t0
-        while due_until + 1 < slots and offsets[due_until + 1] <= now_rel and due_until - k < 63:
-            due_until += 1  # behind schedule: send what is due in one request
+        while (due_until + 1 < slots and offsets[due_until + 1] <= now_rel and due_until - k < 63
+               and not _forecast_row(due_until, model.in_steps, forecast_every)):
+            due_until += 1  # behind schedule: send what is due in one request, up to a forecast
+        last_scored = slots - 1 - model.grace_slots  # the service's rule: the last rows stay unscored
         batch = range(k, due_until + 1)
         _post_readings(client, batch, plan.epochs, plan.values, plan.ids, model.missing_value, headers, result)
         for row in batch:
-            acc.truth_arrived(row, plan.values[row])
+            if row <= last_scored:
+                acc.truth_arrived(row, plan.values[row])
             result.slots_sent += 1
-            if row >= model.in_steps - 1 and (row - (model.in_steps - 1)) % forecast_every == 0:
+            if _forecast_row(row, model.in_steps, forecast_every):
                 forecast = _forecast(client, plan.epochs[row], plan.ids, model, headers, result)
                 if forecast is not None:
                     acc.add_forecast(row, forecast)
             if progress_every and result.slots_sent % progress_every == 0:
                 log(f"replay: {result.slots_sent}/{slots} slots, {result.forecasts} forecasts")
         k = due_until + 1
+
+
+def _forecast_row(row: int, in_steps: int, forecast_every: int) -> bool:
+    """Whether a forecast is asked once ``row`` is sent (its window is full)."""
+    return row >= in_steps - 1 and (row - (in_steps - 1)) % forecast_every == 0
 
 
 def _post_readings(client: ServiceClient, batch: range, epochs: np.ndarray, values: np.ndarray,

@@ -86,8 +86,9 @@ class LiveAccuracy:
         baseline = last_observed(window, self.rule, r.fallback)
         blob = (np.ascontiguousarray(forecast, dtype="<f4").tobytes()
                 + np.ascontiguousarray(baseline, dtype="<f4").tobytes())
-        ttl = (end + r.out_steps + r.grace_slots + 2) * r.interval_s
-        await self.store.remember(end, blob, self.clock.wall_deadline(ttl) - _now())
+        keep = (r.out_steps + r.grace_slots + 2) * r.interval_s  # until its last target is due
+        ttl = self.clock.wall_deadline((end + 1) * r.interval_s + keep) - _now()
+        await self.store.remember(end, blob, min(max(ttl, r.interval_s), keep))
         self._remembered[end] = None
         while len(self._remembered) > 4 * (r.out_steps + r.grace_slots + 1):
             del self._remembered[next(iter(self._remembered))]
@@ -130,7 +131,8 @@ class LiveAccuracy:
         if scored or all(b is None for b in blobs):
             return False
         sums = self._sums(truth, blobs)
-        ttl = self.clock.wall_deadline((target + 1 + r.retention_slots) * r.interval_s) - _now()
+        ttl = max(self.clock.wall_deadline((target + 1 + r.retention_slots) * r.interval_s) - _now(),
+                  r.interval_s)  # a backfilled old slot still keeps its bucket for a slot
         if not await self.store.save(target, sums.astype("<f8").tobytes(), ttl, ends[-1]):
             return False
         self.metrics.add(sums)

@@ -198,6 +198,8 @@ class ModelInfo(BaseModel):
     timezone: str | None
     missing_value: float
     missing_policy: str
+    day_of_week: bool = Field(True, description="Whether the model's time features use the day "
+                              "of week (a replay then shifts data by whole weeks, else days).")
     metrics: dict[str, Any]
 
 

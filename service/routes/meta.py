@@ -37,6 +37,8 @@ async def model_info(m: ManifestDep, rt: RuntimeDep, settings: SettingsDep) -> M
         num_nodes=m.num_nodes, in_steps=m.in_steps, out_steps=m.out_steps,
         interval_minutes=float(m.interval_minutes), timezone=m.timezone,
         missing_value=float(m.missing_value), missing_policy=settings.missing_policy,
+        day_of_week=int(m.config.get("dow_embedding_dim", 1)) > 0
+        and m.config.get("ablation") not in ("no_e_t", "no_tmp"),
         metrics=m.metrics,
     )
 
