@@ -65,6 +65,8 @@ class FakeService:
         if path == "/embeddings":
             return httpx.Response(200, json={"count": len(self.sensors), "clusters": 1, "sensors": [
                 {"id": s, "index": i, "cluster": 0} for i, s in enumerate(self.sensors)]})
+        if path == "/accuracy":  # a service without live accuracy: the replay scores every row
+            return httpx.Response(404, json={"detail": "not here"})
         body = json.loads(request.content)
         if path == "/readings":
             if request.headers.get("x-api-key") != self.api_key:
