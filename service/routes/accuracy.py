@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from service.deps import ManifestDep, SettingsDep, components, read_access
-from service.errors import NotFound
+from service.errors import InvalidInput, NotFound
 from service.live_metrics import manifest_test_mae
 from service.schemas import problem_responses
 from service.state import Components
@@ -17,13 +17,13 @@ WINDOWS = {"hour": 60.0, "day": 1440.0}
 
 
 @router.get("/accuracy", summary="Live accuracy per horizon (rolling hour and day)",
-            dependencies=[Depends(read_access)], responses=problem_responses(401, 404, 503))
+            dependencies=[Depends(read_access)], responses=problem_responses(401, 404, 422, 503))
 async def get_accuracy(
     parts: Annotated[Components, Depends(components)],
     manifest: ManifestDep,
     settings: SettingsDep,
-    minutes: Annotated[list[float] | None, Query(gt=0, description="Extra windows (minutes; at "
-                                                   "most the accuracy retention)")] = None,
+    minutes: Annotated[list[float] | None, Query(description="Extra windows (minutes, > 0; at "
+                                                 "most the accuracy retention)")] = None,
 ) -> dict[str, Any]:
     """Rolling MAE, RMSE, last-value baseline, skill (1 − MAE / baseline MAE) and interval
     coverage per horizon over the target slots of the last hour and day, the number of scored
@@ -31,6 +31,8 @@ async def get_accuracy(
     live = parts.live
     if live is None:
         raise NotFound("accuracy-off", "live accuracy is switched off (HIMNET_LIVE_ACCURACY)")
+    if any(not 0 < m < float("inf") for m in minutes or []):
+        raise InvalidInput("invalid-window", "'minutes' must be positive numbers of minutes")
     await live.flush()
     windows = {name: await live.window(m) for name, m in WINDOWS.items()}
     for m in minutes or []:
