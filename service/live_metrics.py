@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge
-
-from service.metrics import Metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 def manifest_test_mae(manifest_metrics: dict[str, Any], out_steps: int) -> list[float]:
@@ -29,16 +27,11 @@ def manifest_test_mae(manifest_metrics: dict[str, Any], out_steps: int) -> list[
     return (values + [math.nan] * out_steps)[:out_steps]
 
 
-class LiveMetrics:
-    """Counters of scored targets and their error sums, per model version and horizon."""
+class LiveSeries:
+    """The metric families (created by ``service/metrics.py`` with the others, unlabelled)."""
 
-    def __init__(self, metrics: Metrics, version: str, out_steps: int, levels: Sequence[float],
-                 test_maes: Sequence[float], alert_factor: float) -> None:
-        r = metrics.registry
+    def __init__(self, r: CollectorRegistry) -> None:
         labels = ["model_version", "horizon"]
-        self.version = version
-        self.steps = [str(h) for h in range(1, out_steps + 1)]
-        self.levels = [f"{a:g}" for a in levels]
         self.targets = Counter("himnet_live_scored_targets_total",
                                "Targets (sensor x slot) scored against their forecast",
                                labels, registry=r)
@@ -60,6 +53,20 @@ class LiveMetrics:
             "himnet_live_mae_alert_threshold",
             "Live MAE above which the drift alert fires: HIMNET_ACCURACY_ALERT_FACTOR x test "
             "MAE, at the longest horizon only", labels, registry=r)
+
+
+class LiveMetrics:
+    """The live series of one model version: every label value created at zero up front."""
+
+    def __init__(self, series: LiveSeries, version: str, out_steps: int, levels: Sequence[float],
+                 test_maes: Sequence[float], alert_factor: float) -> None:
+        self.version = version
+        self.steps = [str(h) for h in range(1, out_steps + 1)]
+        self.levels = [f"{a:g}" for a in levels]
+        self.targets, self.abs_error, self.sq_error = series.targets, series.abs_error, series.sq_error
+        self.base_abs_error, self.covered, self.slots = (series.base_abs_error, series.covered,
+                                                         series.slots)
+        self.test_mae, self.threshold = series.test_mae, series.threshold
         for h, mae in zip(self.steps, test_maes):
             for c in (self.targets, self.abs_error, self.sq_error, self.base_abs_error):
                 c.labels(version, h)

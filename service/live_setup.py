@@ -41,7 +41,7 @@ def build_live_accuracy(settings: Settings, manifest: Manifest, stores: Stores, 
         store = RedisAccuracyStore(buffer, stores.client,
                                    f"{stores.prefix}:acc:{manifest.model_version}", count)
     levels = [] if intervals is None else [float(a) for a in intervals.levels]
-    live_metrics = LiveMetrics(metrics, manifest.model_version, manifest.out_steps, levels,
+    live_metrics = LiveMetrics(metrics.live, manifest.model_version, manifest.out_steps, levels,
                                manifest_test_mae(manifest.metrics, manifest.out_steps),
                                settings.accuracy_alert_factor)
     return LiveAccuracy(store, buffer.clock, live_metrics, rules, missing_rule(manifest), intervals)

@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from service.live_metrics import LiveSeries
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0)
 # Known label values, created at zero. tests/service/test_metrics_init.py checks that every value
@@ -80,6 +82,7 @@ class Metrics:
                                  "num_nodes"], registry=r)
         self.ready = Gauge("himnet_ready", "1 when the instance can serve (read at scrape time)",
                            registry=r)
+        self.live = LiveSeries(r)  # labelled per model version by service/live_setup.py
         for reason in REJECT_REASONS:
             self.readings_rejected.labels(reason)
         for operation in REDIS_OPERATIONS:

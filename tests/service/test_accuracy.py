@@ -29,7 +29,7 @@ def _scorer(replay: bool = True) -> tuple[LiveAccuracy, MemoryBuffer, Metrics]:
                           np.ones((T, N), dtype=bool))
     metrics = Metrics()
     live = LiveAccuracy(MemoryAccuracyStore(buffer, T + G + 1, 288), clock,
-                        LiveMetrics(metrics, "v1", T, [0.5, 0.9], [1.0, 2.0], 1.5),
+                        LiveMetrics(metrics.live, "v1", T, [0.5, 0.9], [1.0, 2.0], 1.5),
                         ScoringRules(T, N, G, 288, 300, fallback=40.0), ZERO, table)
     return live, buffer, metrics
 
