@@ -9,12 +9,12 @@ windows ``himnet evaluate`` scores) and compares ``GET /accuracy`` per horizon w
 
     python benchmarks/live_accuracy.py replay --bundle BUNDLE --eval EVAL [--redis-url URL]
 
-``ingest``: ingest throughput with live scoring on and off, in one run: for each setting a
-service is started, fed S past slots of 207 readings one POST /readings at a time with a
-POST /forecast after each (so every slot has forecasts to score), and only the POST /readings
-time is counted; settings alternate over R rounds, medians reported::
+``ingest``: ingest throughput with live scoring on and off, in one run: two services (on,
+off) on the same Redis run side by side and get the same S past slots of 207 readings, one
+POST /readings per slot, in turn (alternating which goes first), each followed by a POST
+/forecast (so every slot has forecasts to score); only the POST /readings time counts::
 
-    python benchmarks/live_accuracy.py ingest --bundle BUNDLE [--slots 200 --rounds 3]
+    python benchmarks/live_accuracy.py ingest --bundle BUNDLE [--slots 300]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -103,49 +102,50 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _feed(client: httpx.Client, ids: list[str], values: np.ndarray, first_slot: int) -> float:
-    """Seconds spent in POST /readings for every row, with a forecast after each."""
-    spent = 0.0
-    for k, row in enumerate(values):
-        slot = first_slot + k
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(slot * 300))
-        body = {"readings": [{"timestamp": stamp, "values": {
-            s: float(v) for s, v in zip(ids, row) if v > 0}}]}
-        t0 = time.perf_counter()
-        response = client.post("/readings", json=body)
-        spent += time.perf_counter() - t0
-        if response.status_code != 200:
-            raise RuntimeError(f"POST /readings: {response.status_code} {response.text[:200]}")
-        if k >= 11:
-            client.post("/forecast", json={"as_of": stamp})
+def _post_slot(client: httpx.Client, ids: list[str], row: np.ndarray, slot: int,
+               forecast: bool) -> float:
+    """Seconds spent in POST /readings for one slot; then a forecast (untimed)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(slot * 300))
+    body = {"readings": [{"timestamp": stamp, "values": {
+        s: float(v) for s, v in zip(ids, row) if v > 0}}]}
+    t0 = time.perf_counter()
+    response = client.post("/readings", json=body)
+    spent = time.perf_counter() - t0
+    if response.status_code != 200:
+        raise RuntimeError(f"POST /readings: {response.status_code} {response.text[:200]}")
+    if forecast:
+        client.post("/forecast", json={"as_of": stamp})
     return spent
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    """Both services run at once and get each slot in turn (alternating which goes first), so
+    the load of a shared machine falls on both alike: a paired measurement."""
     from training.datasets import load_dataset
 
     data = load_dataset("los-loop")
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    now_slot = int(time.time() // 300)
-    first = now_slot - args.slots - 2  # past slots, within the retention set below
-    for _ in range(args.rounds):
-        for mode in ("on", "off"):
-            env = {"HIMNET_LIVE_ACCURACY": "true" if mode == "on" else "false",
-                   "HIMNET_RETENTION_MINUTES": str((args.slots + 30) * 5)}
-            with service(Path(args.bundle), args.redis_url, **env) as client:
-                ids = [s["id"] for s in sorted(client.get("/embeddings").json()["sensors"],
-                                               key=lambda s: s["index"])]
-                values = data.values[1612:1612 + args.slots]
-                spent = _feed(client, ids, values, first)
-                if mode == "on":
-                    scored = client.get("/accuracy").json()["windows"]["day"]["slots_scored"]
-                    print(f"scoring on: {scored} slots scored")
-            readings = int((values > 0).sum())
-            rates[mode].append(readings / spent)
-            print(f"{mode:>3}: {readings / spent:10.0f} readings/s ({args.slots / spent:.1f} POST/s)")
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    print(f"median readings/s: on {on:.0f}, off {off:.0f}: on/off = {on / off:.3f}")
-    return 0 if on >= 0.8 * off else 1
+    values = data.values[1612:1612 + args.slots]
+    first = int(time.time() // 300) - args.slots - 2  # past slots, within the retention below
+    spent = {"on": 0.0, "off": 0.0}
+    common = {"HIMNET_RETENTION_MINUTES": str((args.slots + 30) * 5)}
+    with service(Path(args.bundle), args.redis_url, HIMNET_LIVE_ACCURACY="true", **common) as on, \
+            service(Path(args.bundle), args.redis_url, HIMNET_LIVE_ACCURACY="false", **common) as off:
+        ids = [s["id"] for s in sorted(on.get("/embeddings").json()["sensors"],
+                                       key=lambda s: s["index"])]
+        clients = {"on": on, "off": off}
+        for k, row in enumerate(values):
+            order = ("on", "off") if k % 2 == 0 else ("off", "on")
+            for mode in order:
+                spent[mode] += _post_slot(clients[mode], ids, row, first + k, k >= 11)
+        scored = on.get("/accuracy").json()["windows"]["day"]["slots_scored"]
+    readings = int((values > 0).sum())
+    rate = {mode: readings / seconds for mode, seconds in spent.items()}
+    print(f"{args.slots} slots, {readings} readings each; scoring on: {scored} slots scored")
+    for mode in ("on", "off"):
+        print(f"{mode:>3}: {rate[mode]:8.0f} readings/s ({args.slots / spent[mode]:.1f} POST/s, "
+              f"{1000 * spent[mode] / args.slots:.2f} ms per POST)")
+    print(f"on/off = {rate['on'] / rate['off']:.3f}")
+    return 0 if rate["on"] >= 0.8 * rate["off"] else 1
 
 
 def main() -> int:
@@ -156,7 +156,6 @@ def main() -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/6"))
     parser.add_argument("--out", default="artifacts/live-accuracy")
     parser.add_argument("--slots", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return run_replay(args) if args.what == "replay" else run_ingest(args)
