@@ -88,7 +88,11 @@ class LiveAccuracy:
                 + np.ascontiguousarray(baseline, dtype="<f4").tobytes())
         keep = (r.out_steps + r.grace_slots + 2) * r.interval_s  # until its last target is due
         ttl = self.clock.wall_deadline((end + 1) * r.interval_s + keep) - _now()
-        await self.store.remember(end, blob, min(max(ttl, r.interval_s), keep))
+        try:
+            await self.store.remember(end, blob, min(max(ttl, r.interval_s), keep))
+        except BufferUnavailable as exc:  # counted by the store; the forecast is still served
+            log.warning("live accuracy: forecast for slot %s not remembered: %s", end, exc)
+            return
         self._remembered[end] = None
         while len(self._remembered) > 4 * (r.out_steps + r.grace_slots + 1):
             del self._remembered[next(iter(self._remembered))]
@@ -102,7 +106,7 @@ class LiveAccuracy:
     async def flush(self) -> None:
         """Wait until every slot due now is scored."""
         while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+            await asyncio.wait([self._task])  # its errors are logged by the task, not raised here
         if self._due_range():
             await self._score_due()
 
@@ -121,6 +125,8 @@ class LiveAccuracy:
                     await self.score(target)
                 except BufferUnavailable as exc:  # counted by the store; the slot is lost
                     log.warning("live accuracy: slot %s not scored: %s", target, exc)
+                except Exception:  # a bug must not stop scoring for good: log it, go on
+                    log.exception("live accuracy: scoring slot %s failed", target)
                 self._done = target
 
     async def score(self, target: int) -> bool:

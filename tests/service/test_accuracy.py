@@ -128,3 +128,24 @@ def _iso(slot: int) -> str:
     from tests.service.conftest import iso
 
     return iso(slot)
+
+
+def test_replicas_share_forecasts_and_scores_through_redis(make_settings, reference) -> None:
+    """Readings go to one replica, forecasts to another: the scores are the same on both and
+    each target slot is counted once."""
+    ids = list(reference.manifest.sensor_ids)
+    start = current_slot() - 30
+    settings = make_settings(accuracy_grace_slots=0, retention_minutes=300)
+    with serve(settings) as a, serve(settings) as b:
+        for slot in range(start, start + 20):
+            values = {s: 40.0 + (slot - start) + i for i, s in enumerate(ids)}
+            assert a.post("/readings", json={"readings": [snapshot(slot, values)]},
+                          headers=AUTH).status_code == 200
+            if slot >= start + 11:
+                assert b.post("/forecast", json={"as_of": _iso(slot)}).status_code == 200
+        seen_a = a.get("/accuracy").json()["windows"]["day"]
+        seen_b = b.get("/accuracy").json()["windows"]["day"]
+    assert seen_a == seen_b
+    # forecasts end at start+11 … start+19; step 1 targets start+12 … start+19: 8 slots × N
+    assert seen_a["horizons"][0]["scored_targets"] == 8 * len(ids)
+    assert seen_a["slots_scored"] == 8
