@@ -88,9 +88,11 @@ def test_written_manifest_is_canonical_json_with_a_self_checksum(tiny_bundle):
 
 
 def test_checksums_are_the_files_sha256(tiny_bundle):
-    got = checksums(tiny_bundle, BUNDLE_FILES)
+    from model.intervals import INTERVALS_FILE
+
+    got = checksums(tiny_bundle, [*BUNDLE_FILES, INTERVALS_FILE])
     assert got == read_manifest(tiny_bundle).files
-    assert set(got) == set(BUNDLE_FILES)
+    assert set(got) == set(BUNDLE_FILES) | {INTERVALS_FILE}
 
 
 def test_write_then_read_round_trips(bundle_copy):
