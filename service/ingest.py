@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from service.accuracy import LiveAccuracy
 from service.buffer import BufferUnavailable, ReadingBuffer, SlotUpdate
 from service.errors import InvalidInput
 from service.forecasting import Forecaster
@@ -84,6 +85,7 @@ class Ingest:
         self.metrics = metrics
         self.position = {s: i for i, s in enumerate(sensor_ids)}
         self.max_batch_timestamps = max_batch_timestamps
+        self.live: LiveAccuracy | None = None  # set by startup when live accuracy is on
 
     async def store(self, snapshots: Sequence[Snapshot]) -> Stored:
         """Validate every snapshot, then store them in one transaction.
@@ -99,8 +101,8 @@ class Ingest:
         await self._write(updates)
         slots = {u.slot for u in updates}
         await self.forecaster.readings_changed(slots)
-        if self.forecaster.live is not None:
-            self.forecaster.live.readings_stored()  # scores due slots after this request
+        if self.live is not None:
+            self.live.readings_stored()  # scores the slots due now, after this request
         accepted = sum(len(u.index) for u in updates)
         self.metrics.readings_accepted.inc(accepted)
         return Stored(accepted=accepted, slots=len(slots), latest_slot=max(slots))

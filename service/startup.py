@@ -101,6 +101,7 @@ def _wire(settings: Settings, metrics: Metrics, engine: InferenceEngine, runtime
     forecaster.live = build_live_accuracy(settings, m, stores, metrics, intervals)
     ingest = Ingest(rules=rules, buffer=stores.buffer, forecaster=forecaster, metrics=metrics,
                     sensor_ids=m.sensor_ids, max_batch_timestamps=settings.max_batch_timestamps)
+    ingest.live = forecaster.live
     renderer = ForecastRenderer(clock, sensor_ids=m.sensor_ids, model_version=m.model_version,
                                 missing_policy=settings.missing_policy,
                                 decimals=settings.response_decimals, intervals=intervals,
