@@ -179,7 +179,8 @@ class LiveAccuracy:
     async def window(self, minutes: float) -> dict[str, Any]:
         """Rolling figures per horizon over the target slots of the last ``minutes``."""
         r = self.rules
-        slots = min(max(1, int(minutes * 60 // r.interval_s)), r.retention_slots)
+        whole = min(minutes * 60 // r.interval_s, r.retention_slots)  # huge: inf // x is NaN
+        slots = r.retention_slots if whole != whole else max(1, int(whole))
         if self.clock.replay:  # the newest reading's slot is "now"
             now_slot = self.clock.newest_slot
         else:

@@ -34,12 +34,20 @@ class InferenceEngine:
         self.metrics = metrics
         self.runtime: Any = None
         self.thread_ident: int | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="himnet-inference")
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    @property
+    def alive(self) -> bool:
+        """The runtime is loaded and warmed and its thread still runs (readiness)."""
+        return (self.runtime is not None and not self._closed and self._thread is not None
+                and self._thread.is_alive())
 
     async def load(self, bundle_dir: Path, backend: str, device: str, threads: int,
                    manifest: Manifest | None = None) -> Any:
@@ -51,6 +59,7 @@ class InferenceEngine:
 
         def _load() -> Any:
             self.thread_ident = threading.get_ident()
+            self._thread = threading.current_thread()
             return load_runtime(bundle_dir, backend=backend, device=device, threads=threads,
                                 warmup=True, manifest=manifest)
 
@@ -89,4 +98,5 @@ class InferenceEngine:
         return np.asarray(forecast[0], dtype=np.float32), np.asarray(st[0], dtype=np.float32)
 
     def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)

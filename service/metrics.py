@@ -20,11 +20,12 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 
                    1.0, 2.5, 5.0)
 # Known label values, created at zero. tests/service/test_metrics_init.py checks that every value
 # the service code passes to .labels() (or to the cache's on_error) is listed here.
-REJECT_REASONS = ("misaligned", "in_future", "too_old", "duplicate_timestamp", "unknown_sensor",
-                  "not_finite", "out_of_range", "store_unavailable")
+REJECT_REASONS = ("unsupported_date", "misaligned", "in_future", "too_old", "duplicate_timestamp",
+                  "unknown_sensor", "not_finite", "out_of_range", "store_unavailable")
 REDIS_OPERATIONS = ("ping", "read", "write", "cache_get", "cache_put", "cache_invalidate",
                     "cache_clear", "accuracy_read", "accuracy_write")
 CACHE_SOURCES = ("buffer", "request")
+RELOAD_OUTCOMES = ("loaded", "unchanged", "refused", "failed", "rolled_back")
 
 
 class Metrics:
@@ -80,13 +81,27 @@ class Metrics:
         self.model_info = Gauge("himnet_model_info", "The served model (value is always 1)",
                                 ["model_name", "model_version", "backend", "provider",
                                  "num_nodes"], registry=r)
-        self.ready = Gauge("himnet_ready", "1 when the instance can serve (read at scrape time)",
-                           registry=r)
+        self.model_reloads = Counter("himnet_model_reloads_total",
+                                     "Model reloads and rollbacks by outcome", ["outcome"],
+                                     registry=r)
+        self.ready = Gauge("himnet_ready", "1 when the instance can serve: model loaded and "
+                           "warmed, inference thread alive, not shutting down (read at scrape "
+                           "time; Redis is not part of it)", registry=r)
+        self.redis_up = Gauge("himnet_redis_up", "1 when the shared store (Redis) answered at the "
+                              "last scrape or readiness check, 0 when it did not; NaN with the "
+                              "in-process buffer (no Redis)", registry=r)
+        self.redis_up.set(float("nan"))
         self.live = LiveSeries(r)  # labelled per model version by service/live_setup.py
+        self._create_known_series()
+
+    def _create_known_series(self) -> None:
+        """Every known label value at zero (see the module docstring)."""
         for reason in REJECT_REASONS:
             self.readings_rejected.labels(reason)
         for operation in REDIS_OPERATIONS:
             self.redis_errors.labels(operation)
+        for outcome in RELOAD_OUTCOMES:
+            self.model_reloads.labels(outcome)
         for source in CACHE_SOURCES:
             self.cache_hits.labels(source)
             self.cache_misses.labels(source)

@@ -1,11 +1,15 @@
 """The JSON body of a forecast, memoised per window and request shape.
 
 Rendering 2,484 floats costs more than a cache hit, so identical answers are encoded once: the
-key is the window's digest plus which sensors, horizons and extras were asked for.
+key is the window's digest (which carries the model version, so a reload never serves another
+model's body), where it came from (``source``, why it ends where it ends, the newest reading)
+plus which sensors, horizons and extras were asked for. The age of the newest reading changes
+with every request, so it is appended to the memoised body each time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,32 +31,29 @@ class ForecastRenderer:
         clock: SlotClock,
         *,
         sensor_ids: Sequence[str],
-        model_version: str,
         missing_policy: str,
         decimals: int | None,
         capacity: int = 512,
-        intervals: IntervalTable | None = None,
         value_range: tuple[float, float] = (-np.inf, np.inf),
     ) -> None:
         self.clock = clock
         self.sensor_ids = list(sensor_ids)
         self.position = {s: i for i, s in enumerate(self.sensor_ids)}
-        self.model_version = model_version
         self.missing_policy = missing_policy
         self.decimals = decimals
         self._bodies = LRU(capacity)
-        self.intervals = intervals
         self.value_range = value_range  # bounds are clipped to the plausible readings
 
-    def check_level(self, level: float | None) -> None:
-        """Refuse an interval level the bundle has not calibrated."""
+    @staticmethod
+    def check_level(level: float | None, intervals: IntervalTable | None) -> None:
+        """Refuse an interval level the bundle (``intervals``: the active model's) lacks."""
         if level is None:
             return
-        if self.intervals is None:
+        if intervals is None:
             raise InvalidInput("no-intervals", "this model bundle has no prediction intervals "
                                "(exported before format 2 or with --no-intervals)")
         try:
-            self.intervals.index(level)
+            intervals.index(level)
         except IntervalError as exc:
             raise InvalidInput("invalid-interval", str(exc)) from exc
 
@@ -60,17 +61,23 @@ class ForecastRenderer:
                with_st: bool, level: float | None = None) -> bytes:
         """The body for ``sensors`` (None: all, model order) at ``steps`` (1-based), with the
         interval of ``level`` when asked (checked by :meth:`check_level`)."""
-        memo_key = (fc.digest, None if sensors is None else tuple(sensors), tuple(steps), with_st,
-                    level)
-        cached = self._bodies.get(memo_key)
-        if cached is not None:
-            return cached  # type: ignore[return-value]
-        body = self._body(fc, sensors, steps, with_st)
-        if level is not None:
-            body["intervals"] = self._intervals(fc, sensors, steps, level)
-        encoded = orjson.dumps(body)  # ~6x faster than json
-        self._bodies.put(memo_key, encoded)
-        return encoded
+        memo_key = (fc.digest, fc.source, fc.end_reason, fc.newest_slot,
+                    None if sensors is None else tuple(sensors), tuple(steps), with_st, level)
+        encoded = self._bodies.get(memo_key)
+        if encoded is None:
+            body = self._body(fc, sensors, steps, with_st)
+            if level is not None:
+                body["intervals"] = self._intervals(fc, sensors, steps, level)
+            encoded = orjson.dumps(body)  # ~6x faster than json
+            self._bodies.put(memo_key, encoded)
+        return encoded[:-1] + self._age(fc.newest_slot)  # type: ignore[index]
+
+    def _age(self, newest_slot: int | None) -> bytes:
+        """``,"newest_reading_age_s":…}``: seconds since the newest reading's slot started."""
+        if newest_slot is None:
+            return b',"newest_reading_age_s":null}'
+        age = time.time() - newest_slot * self.clock.interval_s
+        return b',"newest_reading_age_s":' + orjson.dumps(round(age, 1)) + b"}"
 
     def clear(self) -> None:
         """Forget every memoised body."""
@@ -78,11 +85,12 @@ class ForecastRenderer:
 
     def _intervals(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
                    level: float) -> dict[str, Any]:
-        assert self.intervals is not None
+        self.check_level(level, fc.intervals)  # a reload between check and render
+        assert fc.intervals is not None
         ids = self.sensor_ids if sensors is None else sensors
         cols = np.array([self.position[x] for x in ids], dtype=np.int64)
         rows = np.asarray(steps, dtype=np.int64) - 1
-        lower, upper = self.intervals.bounds(fc.output.forecast, level, *self.value_range)
+        lower, upper = fc.intervals.bounds(fc.output.forecast, level, *self.value_range)
         out: dict[str, Any] = {"level": level}
         for name, bound in (("lower", lower), ("upper", upper)):
             values = bound[np.ix_(rows, cols)].T.astype(np.float64)
@@ -101,23 +109,42 @@ class ForecastRenderer:
         values = fc.output.forecast[np.ix_(rows, cols)].T.astype(np.float64)
         if self.decimals is not None:
             values = np.round(values, self.decimals)
-        missing = np.isnan(fc.window).all(axis=0)
         body: dict[str, Any] = {
-            "model_version": self.model_version,
+            "model_version": fc.model_version,
             "as_of": clock.iso(fc.last_slot),
+            "window_end_reason": fc.end_reason,
+            "newest_reading": None if fc.newest_slot is None else clock.iso(fc.newest_slot),
             "source": fc.source,
             "units": "raw",
             "horizons": [{"step": h, "minutes": h * clock.interval_s / 60.0,
                           "timestamp": clock.iso(fc.last_slot + h)} for h in steps],
             "forecasts": dict(zip(ids, values.tolist())),  # NaN would become null
-            "quality": {
-                "observed_fraction": round(float((~np.isnan(fc.window)).mean()), 6),
-                "missing_policy": self.missing_policy,
-                "sensors_missing": [ids[i] for i in np.flatnonzero(missing[cols])],
-                "sensors_missing_total": int(missing.sum()),
-            },
+            "quality": self._quality(fc.window, ids, cols),
         }
         if with_st:
             st = fc.output.st_embedding[cols].astype(np.float64)
             body["st_embedding"] = dict(zip(ids, st.tolist()))
         return body
+
+    def _quality(self, window: np.ndarray, ids: Sequence[str], cols: np.ndarray
+                 ) -> dict[str, Any]:
+        """Coverage of the window (``T_in × N``, NaN = imputed) and the imputed sensors, of
+        those asked for (``ids`` at model positions ``cols``) and in total."""
+        gaps = np.isnan(window)  # T_in × N
+
+        def listed(mask: np.ndarray) -> list[str]:
+            return [ids[i] for i in np.flatnonzero(mask[cols])]
+
+        anywhere, last, always = gaps.any(axis=0), gaps[-1], gaps.all(axis=0)
+        return {
+            "observed_fraction": round(float((~gaps).mean()), 6),
+            "slot_coverage": np.round((~gaps).mean(axis=1), 6).tolist(),
+            "last_slot_coverage": round(float((~gaps[-1]).mean()), 6),
+            "missing_policy": self.missing_policy,
+            "sensors_missing": listed(always),
+            "sensors_missing_total": int(always.sum()),
+            "sensors_imputed": listed(anywhere),
+            "sensors_imputed_total": int(anywhere.sum()),
+            "sensors_imputed_last_slot": listed(last),
+            "sensors_imputed_last_slot_total": int(last.sum()),
+        }

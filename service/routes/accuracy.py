@@ -28,9 +28,9 @@ async def get_accuracy(
     """Rolling MAE, RMSE, last-value baseline, skill (1 − MAE / baseline MAE) and interval
     coverage per horizon over the target slots of the last hour and day, the number of scored
     targets, the rules, and the model's test-split MAE per horizon from the manifest."""
-    live = parts.live
-    if live is None:
+    if parts.live is None:
         raise NotFound("accuracy-off", "live accuracy is switched off (HIMNET_LIVE_ACCURACY)")
+    live = parts.live.active  # the served model's scores (accuracy is kept per version)
     if any(not 0 < m < float("inf") for m in minutes or []):
         raise InvalidInput("invalid-window", "'minutes' must be positive numbers of minutes")
     await live.flush()
