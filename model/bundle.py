@@ -7,6 +7,7 @@ A bundle is a directory::
     model.ts         the same graph as TorchScript (optional backend)
     weights.pt       state dict in the official HimNet layout (``torch.save`` of a dict)
     embeddings.npz   node_embedding, adjacency, tod_embedding / dow_embedding (when present)
+    intervals.npz    (format 2, optional) conformal interval half-widths, ``model/intervals.py``
 
 Both graphs take RAW readings and return RAW forecasts; scaling and time-feature broadcasting
 are inside them::
@@ -38,7 +39,8 @@ import numpy as np
 
 from model.missing import parse_rule
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: optional prediction intervals (``intervals``); format 1 still loads
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.ts"
@@ -83,6 +85,8 @@ class Manifest:
     files: dict[str, str]  # file name -> sha256 hex digest
     export: dict[str, Any] = field(default_factory=dict)  # how it was exported (opset, choices, timings)
     missing_rule: str = "zero"  # model.missing spelling of what marks a gap; older bundles lack it: zero
+    # format 2: how the prediction intervals were calibrated (levels, split, rule); None = none
+    intervals: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,8 +111,9 @@ class Manifest:
         def bad(msg: str) -> BundleError:
             return BundleError(f"{source}: {msg}")
 
-        if self.format_version != BUNDLE_FORMAT:
-            raise bad(f"bundle format {self.format_version!r}, this code reads format {BUNDLE_FORMAT}")
+        if self.format_version not in READABLE_FORMATS:
+            raise bad(f"bundle format {self.format_version!r}, this code reads format "
+                      f"{BUNDLE_FORMAT} (and older: 1)")
         for name in ("num_nodes", "in_steps", "out_steps", "steps_per_day", "st_embedding_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -197,8 +202,9 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     if not isinstance(body, dict):
         raise BundleError(f"{path}: expected a JSON object")
     version = body.get("format_version")
-    if version != BUNDLE_FORMAT:  # checked first: another format may differ in everything else
-        raise BundleError(f"{path}: bundle format {version!r}, this code reads format {BUNDLE_FORMAT}")
+    if version not in READABLE_FORMATS:  # checked first: another format may differ in everything
+        raise BundleError(f"{path}: bundle format {version!r}, this code reads format "
+                          f"{BUNDLE_FORMAT} (and older: 1)")
     stored = body.pop(_SELF_CHECKSUM, None)
     if stored is None:
         raise BundleError(f"{path}: no {_SELF_CHECKSUM}; write manifests with write_manifest()")

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speedup", type=float, default=60.0,
                         help="data time per wall-clock time; 1 = live, 'inf' = as fast as possible")
     parser.add_argument("--forecast-every", type=int, default=1, help="ask a forecast every K slots")
+    parser.add_argument("--full-horizons", action="store_true",
+                        help="ask forecasts only for windows whose every horizon lies in the replay "
+                             "(the windows `himnet evaluate` scores)")
     parser.add_argument("--by-position", action="store_true",
                         help="map dataset columns to the model's sensors in order instead of by id")
     parser.add_argument("--api-key", default=None, help="API key (default: $HIMNET_API_KEY)")
@@ -93,4 +96,5 @@ def _stream(args: argparse.Namespace, data: SensorData, key: str | None) -> Repl
         client.wait_ready(args.wait)
         return replay(client, data, slots=args.slots, speedup=args.speedup, start=args.start,
                       by_position=args.by_position, forecast_every=args.forecast_every,
-                      api_key=key, progress_every=args.progress_every)
+                      api_key=key, progress_every=args.progress_every,
+                      full_horizons=args.full_horizons)

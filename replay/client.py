@@ -17,6 +17,8 @@ class ModelInfo:
     out_steps: int
     missing_value: float
     timezone: str | None
+    day_of_week: bool = True  # the model's time features use the weekday: shift by whole weeks
+    grace_slots: int = 0  # the service scores a slot once a reading this many slots newer arrived
     missing_rule: str = "zero"  # what the model counts as missing; services before the rule: zero
 
 
@@ -71,7 +73,16 @@ class ServiceClient:
             raise ReplayError(f"model interval of {info['interval_minutes']} minutes is not whole seconds")
         return ModelInfo(sensor_ids=ids, interval_s=int(round(interval_s)), in_steps=int(info["in_steps"]),
                          out_steps=int(info["out_steps"]), missing_value=float(info["missing_value"]),
-                         timezone=info.get("timezone"), missing_rule=str(info.get("missing_rule", "zero")))
+                         timezone=info.get("timezone"), day_of_week=bool(info.get("day_of_week", True)),
+                         grace_slots=self.grace_slots(),
+                         missing_rule=str(info.get("missing_rule", "zero")))
+
+    def grace_slots(self) -> int:
+        """The service's live-accuracy grace (``GET /accuracy``); 0 when it has none."""
+        response = self.call("GET", "/accuracy")
+        if response.status_code != 200:
+            return 0
+        return int(response.json().get("rules", {}).get("grace_slots", 0))
 
 
 def _json(response: Any, what: str) -> Any:

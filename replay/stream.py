@@ -14,7 +14,7 @@ from replay.accuracy import OnlineAccuracy
 from training.datasets import MissingRule, parse_rule
 from replay.client import ModelInfo, ServiceClient
 from replay.errors import ReplayError
-from replay.timeline import choose_start, iso_utc, projected_end_slot, rebase
+from replay.timeline import choose_start, iso_utc, keep_clock, projected_end_slot
 
 API_KEY_ENV = "HIMNET_API_KEY"
 
@@ -68,7 +68,8 @@ class _Plan:
 def replay(client: ServiceClient, data: Any, *, slots: int, speedup: float, start: int | None = None,
            by_position: bool = False, forecast_every: int = 1, api_key: str | None = None,
            log: Callable[[str], None] = print, clock: Callable[[], float] = time.time,
-           sleep: Callable[[float], None] = time.sleep, progress_every: int = 0) -> ReplayResult:
+           sleep: Callable[[float], None] = time.sleep, progress_every: int = 0,
+           full_horizons: bool = False) -> ReplayResult:
     """Stream ``slots`` rows of ``data`` (a ``SensorData``) into the service; see the package doc."""
     plan = _plan(client, data, slots, speedup, start, by_position, clock)
     epochs = plan.epochs
@@ -80,8 +81,9 @@ def replay(client: ServiceClient, data: Any, *, slots: int, speedup: float, star
     result = ReplayResult(first_timestamp=iso_utc(epochs[0]), last_timestamp=iso_utc(epochs[-1]),
                           dataset_rows=(plan.start, plan.start + slots - 1))
     acc = OnlineAccuracy(plan.model.out_steps, parse_rule(plan.model.missing_rule))
+    last = slots - 1 - plan.model.out_steps if full_horizons else slots - 1  # last forecast row
     _send_all(client, plan, acc, result, headers, forecast_every=forecast_every, log=log, clock=clock,
-              sleep=sleep, progress_every=progress_every)
+              sleep=sleep, progress_every=progress_every, last_forecast=last)
     result.wall_s = clock() - plan.t0
     result.accuracy = acc.report(plan.model.interval_s)
     result.unscored_forecasts = acc.unscored()
@@ -113,7 +115,8 @@ def _plan(client: ServiceClient, data: Any, slots: int, speedup: float, start: i
     if not 0 <= start <= len(data.timestamps) - slots:
         raise ReplayError(f"rows {start} … {start + slots - 1} are not all in the dataset "
                           f"({len(data.timestamps)} rows)")
-    epochs = rebase(data.timestamps, start, slots, end_epoch)
+    epochs = keep_clock(data.timestamps, start, slots, end_epoch, model.timezone,
+                        7 if model.day_of_week else 1)
     values = data.values[start:start + slots][:, columns].astype(np.float64)
     # send times, relative to t0: uniform in data time
     offsets = (epochs - epochs[0]) / speedup if math.isfinite(speedup) else np.zeros(slots)
@@ -122,7 +125,8 @@ def _plan(client: ServiceClient, data: Any, slots: int, speedup: float, start: i
 
 def _send_all(client: ServiceClient, plan: _Plan, acc: OnlineAccuracy, result: ReplayResult,
               headers: dict[str, str], *, forecast_every: int, log: Callable[[str], None],
-              clock: Callable[[], float], sleep: Callable[[float], None], progress_every: int) -> None:
+              clock: Callable[[], float], sleep: Callable[[float], None], progress_every: int,
+              last_forecast: int) -> None:
     """Post every row at its send time (rows already due go in one request), forecast, score."""
     model, slots, offsets, t0 = plan.model, len(plan.epochs), plan.offsets, plan.t0
     k = 0
@@ -132,20 +136,28 @@ def _send_all(client: ServiceClient, plan: _Plan, acc: OnlineAccuracy, result: R
             sleep(delay)
         due_until = k
         now_rel = clock() - t0
-        while due_until + 1 < slots and offsets[due_until + 1] <= now_rel and due_until - k < 63:
-            due_until += 1  # behind schedule: send what is due in one request
+        while (due_until + 1 < slots and offsets[due_until + 1] <= now_rel and due_until - k < 63
+               and not _forecast_row(due_until, model.in_steps, forecast_every, last_forecast)):
+            due_until += 1  # behind schedule: send what is due in one request, up to a forecast
+        last_scored = slots - 1 - model.grace_slots  # the service's rule: the last rows stay unscored
         batch = range(k, due_until + 1)
         _post_readings(client, batch, plan.epochs, plan.values, plan.ids, parse_rule(model.missing_rule), headers, result)
         for row in batch:
-            acc.truth_arrived(row, plan.values[row])
+            if row <= last_scored:
+                acc.truth_arrived(row, plan.values[row])
             result.slots_sent += 1
-            if row >= model.in_steps - 1 and (row - (model.in_steps - 1)) % forecast_every == 0:
+            if _forecast_row(row, model.in_steps, forecast_every, last_forecast):
                 forecast = _forecast(client, plan.epochs[row], plan.ids, model, headers, result)
                 if forecast is not None:
                     acc.add_forecast(row, forecast)
             if progress_every and result.slots_sent % progress_every == 0:
                 log(f"replay: {result.slots_sent}/{slots} slots, {result.forecasts} forecasts")
         k = due_until + 1
+
+
+def _forecast_row(row: int, in_steps: int, forecast_every: int, last: int) -> bool:
+    """Whether a forecast is asked once ``row`` is sent (its window is full, up to ``last``)."""
+    return in_steps - 1 <= row <= last and (row - (in_steps - 1)) % forecast_every == 0
 
 
 def _post_readings(client: ServiceClient, batch: range, epochs: np.ndarray, values: np.ndarray,

@@ -1,5 +1,6 @@
-"""How dataset time becomes service time: the replayed rows are re-based so that the last one
-falls in the wall-clock slot in which it is sent (see the ``replay`` package doc)."""
+"""How dataset time becomes service time: the replayed rows are shifted by whole days (or weeks,
+when the model uses the day of week) so that the last one falls at or before the wall-clock slot
+in which it is sent, keeping each row's time of day (see the ``replay`` package doc)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,28 @@ def rebase(local_stamps: np.ndarray, start: int, rows: int, end_epoch: int) -> n
     others keep their spacing from the dataset."""
     span = local_stamps[start:start + rows].astype("datetime64[s]").astype(np.int64)
     return end_epoch - (span[-1] - span)
+
+
+def keep_clock(local_stamps: np.ndarray, start: int, rows: int, end_epoch: int,
+               zone_name: str | None, period_days: int) -> np.ndarray:
+    """Epoch seconds for rows ``start … start+rows-1`` shifted by the most whole periods
+    (``period_days``: 7 when the model uses the day of week, else 1) that keep the last row at
+    or before ``end_epoch``: each row keeps its local time of day (and weekday) in the model's
+    zone, so the service computes the time features the model saw in training."""
+    zone = _zone(zone_name)
+    span = local_stamps[start:start + rows].astype("datetime64[s]")
+    period = np.timedelta64(period_days * 86400, "s")
+    end_local = np.datetime64(
+        datetime.fromtimestamp(end_epoch, zone).replace(tzinfo=None, microsecond=0), "s")
+    shift = ((end_local - span[-1]) // period) * period
+    while _epoch(span[-1] + shift, zone) > end_epoch:  # a DST change can push it past the end
+        shift -= period
+    return np.array([_epoch(t + shift, zone) for t in span], dtype=np.int64)
+
+
+def _epoch(local: np.datetime64, zone: Any) -> int:
+    moment = local.astype("datetime64[s]").astype(datetime).replace(tzinfo=zone)
+    return int(moment.timestamp())
 
 
 def iso_utc(epoch: float) -> str:

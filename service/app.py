@@ -24,7 +24,7 @@ from service.metrics import Metrics
 from service.openapi import live_document, shape_document
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
-from service.routes import admin, embeddings, forecast, meta, readings
+from service.routes import accuracy, admin, embeddings, forecast, meta, readings
 from service.settings import Settings
 from service.startup import StartupError, build_components
 from service.watcher import watch
@@ -91,7 +91,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_problem_handlers(app, retry_after_s=settings.retry_after_s)
     for router in (readings.router, forecast.router, embeddings.router, meta.router,
-                   admin.router):
+                   accuracy.router, admin.router):
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -34,96 +34,24 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-FLOAT = np.dtype("<f4")
+from service.buffer_types import (  # re-exported: the buffer's public types
+    EVERY_SLOT,
+    FLOAT,
+    BufferUnavailable,
+    EndRule,
+    LatestWindow,
+    SlotUpdate,
+    StoreOperation,
+    WriteUncertain,
+    _ignore,
+    layout_key,
+    runs,
+)
+from service.refclock import ReferenceClock
 
-
-StoreOperation = Literal["read", "write", "write_uncertain", "replicate", "cache"]
-
-
-class BufferUnavailable(RuntimeError):
-    """The shared store did not answer; nothing was stored or read.
-
-    ``operation`` says what failed (reading the buffer, writing it, or clearing the forecast
-    cache): the client's answer differs, ``service/problems.py`` maps each.
-    """
-
-    def __init__(self, message: str, operation: StoreOperation) -> None:
-        super().__init__(message)
-        self.operation: StoreOperation = operation
-
-
-class WriteUncertain(BufferUnavailable):
-    """A write timed out: Redis may still apply it (the transaction may have been sent).
-
-    A retry is safe: a write sets the same bytes again (readings are idempotent).
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "write_uncertain")
-
-
-def _ignore(operation: str) -> None:
-    """Default error callback: count nothing."""
-
-
-@dataclass(frozen=True)
-class SlotUpdate:
-    """New readings for one slot: sensor positions (model order) and their values."""
-
-    slot: int
-    index: np.ndarray  # int64, unique
-    values: np.ndarray  # float32, finite
-
-
-@dataclass(frozen=True)
-class EndRule:
-    """Which slot may end the default window: the newest one holding ``min_readings``
-    readings among the newest slot with readings and the ``lookback`` slots before it."""
-
-    min_readings: int = 0
-    lookback: int = 0
-
-    def choose(self, counts: Sequence[int]) -> tuple[int, bool]:
-        """Slots to step back, given reading counts newest first, and whether that slot meets
-        the rule; when none does, the best-covered slot (the newest of equals)."""
-        best, best_count = 0, -1
-        for back, count in enumerate(counts[: self.lookback + 1]):
-            if count >= self.min_readings:
-                return back, True
-            if count > best_count:
-                best, best_count = back, count
-        return best, False
-
-
-EVERY_SLOT = EndRule()
-
-
-@dataclass(frozen=True)
-class LatestWindow:
-    """The default window: the newest slot with readings, the slot the window ends at, the
-    window (``T_in × N``, NaN = none), the prefetched extra value, and whether the end slot
-    met the rule (False: no slot did, the window ends at the best-covered one)."""
-
-    newest: int
-    last: int
-    window: np.ndarray
-    extra: bytes | None
-    met: bool
-
-
-def layout_key(sensor_ids: Sequence[str]) -> str:
-    """Short digest of the sensor list: part of every key, so layouts never mix."""
-    return hashlib.blake2b("\x1f".join(sensor_ids).encode(), digest_size=6).hexdigest()
-
-
-def runs(index: np.ndarray, values: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Split sensor positions into maximal runs of adjacent positions: (first, values)."""
-    order = np.argsort(index, kind="stable")
-    idx, vals = index[order], values[order]
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(idx)]])
-    return [(int(idx[s]), vals[s:e]) for s, e in zip(starts, ends)]
+__all__ = ["EVERY_SLOT", "FLOAT", "BufferUnavailable", "EndRule", "LatestWindow", "SlotUpdate",
+           "StoreOperation", "WriteUncertain", "layout_key", "runs", "ReadingBuffer",
+           "MemoryBuffer", "RedisBuffer", "connection_options", "redis_client"]
 
 
 class ReadingBuffer(abc.ABC):
@@ -131,19 +59,23 @@ class ReadingBuffer(abc.ABC):
 
     shared: bool = False
 
-    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int) -> None:
+    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int,
+                 clock: ReferenceClock | None = None) -> None:
         self.num_nodes = num_nodes
         self.interval_s = interval_s
         self.retention_slots = retention_slots
+        self.clock = clock or ReferenceClock(interval_s)  # wall clock unless replay mode
 
     def expires_at(self, slot: int) -> float:
-        """Epoch seconds after which ``slot`` is dropped."""
-        return float((slot + 1 + self.retention_slots) * self.interval_s)
+        """Epoch seconds (wall clock) after which ``slot`` is dropped."""
+        return self.clock.wall_deadline(float((slot + 1 + self.retention_slots) * self.interval_s))
 
     def oldest_kept(self, now: float | None = None) -> int:
-        """The oldest slot still within retention."""
-        now_slot = int((time.time() if now is None else now) // self.interval_s)
-        return now_slot - self.retention_slots + 1
+        """The oldest slot still within retention (``now``: wall time; replay mode ignores it)."""
+        ref = self.clock.now(now)
+        if ref == float("inf"):
+            return -(2 ** 62)  # replay mode before the first reading: nothing is too old
+        return int(ref // self.interval_s) - self.retention_slots + 1
 
     @abc.abstractmethod
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
@@ -197,8 +129,9 @@ class ReadingBuffer(abc.ABC):
 class MemoryBuffer(ReadingBuffer):
     """In-process buffer for a single replica (and the default local run)."""
 
-    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int) -> None:
-        super().__init__(num_nodes, interval_s, retention_slots)
+    def __init__(self, num_nodes: int, interval_s: int, retention_slots: int,
+                 clock: ReferenceClock | None = None) -> None:
+        super().__init__(num_nodes, interval_s, retention_slots, clock)
         self._rows: dict[int, np.ndarray] = {}
 
     def _prune(self) -> None:
@@ -207,6 +140,7 @@ class MemoryBuffer(ReadingBuffer):
             del self._rows[slot]
 
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        self.clock.observe(max((up.slot for up in updates), default=None))
         self._prune()
         for up in updates:
             row = self._rows.get(up.slot)
@@ -227,7 +161,9 @@ class MemoryBuffer(ReadingBuffer):
 
     async def latest_slot(self) -> int | None:
         self._prune()
-        return max(self._rows) if self._rows else None
+        latest = max(self._rows) if self._rows else None
+        self.clock.observe(latest)
+        return latest
 
     async def ping(self) -> bool:
         return True
@@ -288,8 +224,9 @@ class RedisBuffer(ReadingBuffer):
         min_replicas: int = 0,
         replica_timeout_ms: int = 200,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        clock: ReferenceClock | None = None,
     ) -> None:
-        super().__init__(num_nodes, interval_s, retention_slots)
+        super().__init__(num_nodes, interval_s, retention_slots, clock)
         self.client = client
         self.prefix = prefix
         self.on_error = on_error
@@ -317,6 +254,7 @@ class RedisBuffer(ReadingBuffer):
         pipe.zremrangebyscore(self.slots_key, "-inf", f"({self.oldest_kept()}")
 
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        self.clock.observe(max((up.slot for up in updates), default=None))
         if self.min_replicas:
             return await self._write_and_wait(updates)
         pipe = self.client.pipeline(transaction=True)
@@ -390,7 +328,9 @@ class RedisBuffer(ReadingBuffer):
         except (RedisError, OSError) as exc:
             self.on_error("read")
             raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
-        return int(top[0][1]) if top else None
+        latest = int(top[0][1]) if top else None
+        self.clock.observe(latest)
+        return latest
 
     async def latest_window(self, length: int, extra_prefix: str | None,
                             pick: EndRule = EVERY_SLOT) -> LatestWindow | None:
@@ -406,6 +346,7 @@ class RedisBuffer(ReadingBuffer):
             return None
         blobs = [b or None for b in out[3:]]  # Lua turns a missing key into false
         extra = blobs[length] if extra_prefix else None
+        self.clock.observe(int(out[0]))
         return LatestWindow(int(out[0]), int(out[1]), self.decode(blobs[:length]), extra,
                             bool(out[2]))
 

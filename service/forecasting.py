@@ -19,10 +19,11 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from model.intervals import IntervalTable
 from model.missing import parse_rule
 from service.buffer import EndRule, ReadingBuffer
 from service.cache import ModelOutput, StatelessCache
@@ -30,6 +31,9 @@ from service.errors import NotFound
 from service.metrics import Metrics
 from service.models import ModelSlot, ServedModel
 from service.timeslots import SlotClock
+
+if TYPE_CHECKING:
+    from service.live_setup import LiveScoring
 
 
 def impute(window: np.ndarray, policy: str, missing_value: float) -> np.ndarray:
@@ -69,6 +73,7 @@ class Forecast:
     cached: bool
     end_reason: str  # why the window ends at last_slot (``window_end_reason`` in the answer)
     newest_slot: int | None  # newest slot with a reading: the buffer's, or the window's
+    intervals: IntervalTable | None = None  # the computing model's prediction intervals
 
 
 def newest_in(window: np.ndarray, last_slot: int) -> int | None:
@@ -103,6 +108,7 @@ class Forecaster:
         self.out_steps = out_steps
         self.policy = missing_policy
         self._inflight: dict[bytes, asyncio.Future[ModelOutput]] = {}
+        self.live: LiveScoring | None = None  # set by startup: remembers buffer forecasts
         self.min_slot_coverage = min_slot_coverage
         num_nodes = buffer.num_nodes
         self.end_rule = EndRule(math.ceil(min_slot_coverage * num_nodes - 1e-9), coverage_lookback)
@@ -145,15 +151,19 @@ class Forecaster:
         out = await cache.get(last_slot, digest, prefetched)
         if out is not None:
             self.metrics.cache_hits.labels("buffer").inc()
+            if self.live is not None:
+                await self.live.remember(model, last_slot, window, out.forecast)
             return Forecast(model.version, last_slot, window, out, digest, "buffer", True, reason,
-                            newest)
+                            newest, model.intervals)
         self.metrics.cache_misses.labels("buffer").inc()
         out = await self._compute_once(model, window, last_slot, digest)
         ttl = self.buffer.expires_at(last_slot) - time.time()
         if ttl > 0:
             await cache.put(last_slot, digest, out, ttl)
+        if self.live is not None:
+            await self.live.remember(model, last_slot, window, out.forecast)
         return Forecast(model.version, last_slot, window, out, digest, "buffer", False, reason,
-                        newest)
+                        newest, model.intervals)
 
     async def _default_window(self, model: ServedModel
                               ) -> tuple[int, np.ndarray, bytes | None, int, str]:
@@ -184,12 +194,12 @@ class Forecaster:
         if out is not None:
             self.metrics.cache_hits.labels("request").inc()
             return Forecast(model.version, last_slot, window, out, digest, "request", True,
-                            "window", newest)
+                            "window", newest, model.intervals)
         self.metrics.cache_misses.labels("request").inc()
         out = await self._compute_once(model, window, last_slot, digest)
         self.stateless_cache.put(digest, out)
         return Forecast(model.version, last_slot, window, out, digest, "request", False, "window",
-                        newest)
+                        newest, model.intervals)
 
     async def readings_changed(self, slots: Iterable[int]) -> None:
         """New readings were stored for ``slots``: forget outputs of windows that cover them."""

@@ -17,7 +17,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from service.forecasting import Forecaster
 from service.metrics import Metrics
 from service.schemas import Snapshot
 from service.timeslots import InputRules, TimestampRejected
+
+if TYPE_CHECKING:
+    from service.live_setup import LiveScoring
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class Ingest:
         self.metrics = metrics
         self.position = {s: i for i, s in enumerate(sensor_ids)}
         self.max_batch_timestamps = max_batch_timestamps
+        self.live: LiveScoring | None = None  # set by startup when live accuracy is on
 
     async def store(self, snapshots: Sequence[Snapshot]) -> Stored:
         """Validate every snapshot, then store them in one transaction.
@@ -105,6 +109,8 @@ class Ingest:
         await self._write(updates)
         slots = {u.slot for u in updates}
         await self.forecaster.readings_changed(slots)
+        if self.live is not None:
+            self.live.readings_stored()  # scores the slots due now, after this request
         accepted = sum(len(u.index) for u in updates)
         self.metrics.readings_accepted.inc(accepted)
         return Stored(accepted=accepted, slots=len(slots), latest_slot=max(slots))

@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from service.live_metrics import LiveSeries
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0)
 # Known label values, created at zero. tests/service/test_metrics_init.py checks that every value
@@ -21,7 +23,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 
 REJECT_REASONS = ("unsupported_date", "misaligned", "in_future", "too_old", "duplicate_timestamp",
                   "unknown_sensor", "not_finite", "out_of_range", "store_unavailable")
 REDIS_OPERATIONS = ("ping", "read", "write", "cache_get", "cache_put", "cache_invalidate",
-                    "cache_clear")
+                    "cache_clear", "accuracy_read", "accuracy_write")
 CACHE_SOURCES = ("buffer", "request")
 RELOAD_OUTCOMES = ("loaded", "unchanged", "refused", "failed", "rolled_back")
 
@@ -89,6 +91,7 @@ class Metrics:
                               "last scrape or readiness check, 0 when it did not; NaN with the "
                               "in-process buffer (no Redis)", registry=r)
         self.redis_up.set(float("nan"))
+        self.live = LiveSeries(r)  # labelled per model version by service/live_setup.py
         self._create_known_series()
 
     def _create_known_series(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.bundle import Manifest
+from model.intervals import IntervalTable
 from service.cache import ForecastCache
 from service.embeddings import EmbeddingIndex
 from service.inference import InferenceEngine
@@ -38,6 +39,7 @@ class ServedModel:
     engine: InferenceEngine
     embeddings: EmbeddingIndex
     cache: ForecastCache  # namespaced by this model's version
+    intervals: IntervalTable | None = None  # the bundle's prediction intervals (format 2), if any
     loaded_at: float = field(default_factory=time.time)
 
     @property

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import EMBEDDINGS_FILE, MANIFEST, BundleError, Manifest, verify_bundle
+from model.intervals import IntervalError, bundle_intervals
 from service.cache import ForecastCache, OutputCodec, cache_namespace
 from service.embeddings import EmbeddingIndex
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError
@@ -123,11 +124,13 @@ async def load_model(settings: Settings, metrics: Metrics, bundle_dir: Path, *,
             EmbeddingIndex.build, arrays, list(manifest.sensor_ids), manifest.coords,
             n_clusters=settings.clusters, seed=settings.cluster_seed,
             k_neighbours=settings.neighbours)
-    except (BundleError, KeyError, OSError, RuntimeError, ValueError) as exc:
+        intervals = await asyncio.to_thread(bundle_intervals, bundle_dir, manifest)
+    except (BundleError, IntervalError, KeyError, OSError, RuntimeError, ValueError) as exc:
         await asyncio.to_thread(engine.close)
         raise BundleRefused("invalid-bundle", f"bundle {bundle_dir} refused: {exc}") from exc
     return ServedModel(bundle_dir=bundle_dir, manifest=manifest, runtime=runtime, engine=engine,
-                       embeddings=index, cache=_cache_for(settings, manifest, cache))
+                       embeddings=index, cache=_cache_for(settings, manifest, cache),
+                       intervals=intervals)
 
 
 def _cache_for(settings: Settings, manifest: Manifest, cache: ForecastCache) -> ForecastCache:

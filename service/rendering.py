@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from model.intervals import IntervalError, IntervalTable
 from service.cache import LRU
+from service.errors import InvalidInput
 from service.forecasting import Forecast
 from service.timeslots import SlotClock
 
@@ -32,6 +34,7 @@ class ForecastRenderer:
         missing_policy: str,
         decimals: int | None,
         capacity: int = 512,
+        value_range: tuple[float, float] = (-np.inf, np.inf),
     ) -> None:
         self.clock = clock
         self.sensor_ids = list(sensor_ids)
@@ -39,15 +42,33 @@ class ForecastRenderer:
         self.missing_policy = missing_policy
         self.decimals = decimals
         self._bodies = LRU(capacity)
+        self.value_range = value_range  # bounds are clipped to the plausible readings
+
+    @staticmethod
+    def check_level(level: float | None, intervals: IntervalTable | None) -> None:
+        """Refuse an interval level the bundle (``intervals``: the active model's) lacks."""
+        if level is None:
+            return
+        if intervals is None:
+            raise InvalidInput("no-intervals", "this model bundle has no prediction intervals "
+                               "(exported before format 2 or with --no-intervals)")
+        try:
+            intervals.index(level)
+        except IntervalError as exc:
+            raise InvalidInput("invalid-interval", str(exc)) from exc
 
     def render(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
-               with_st: bool) -> bytes:
-        """The body for ``sensors`` (None: all, model order) at ``steps`` (1-based)."""
+               with_st: bool, level: float | None = None) -> bytes:
+        """The body for ``sensors`` (None: all, model order) at ``steps`` (1-based), with the
+        interval of ``level`` when asked (checked by :meth:`check_level`)."""
         memo_key = (fc.digest, fc.source, fc.end_reason, fc.newest_slot,
-                    None if sensors is None else tuple(sensors), tuple(steps), with_st)
+                    None if sensors is None else tuple(sensors), tuple(steps), with_st, level)
         encoded = self._bodies.get(memo_key)
         if encoded is None:
-            encoded = orjson.dumps(self._body(fc, sensors, steps, with_st))  # ~6x faster than json
+            body = self._body(fc, sensors, steps, with_st)
+            if level is not None:
+                body["intervals"] = self._intervals(fc, sensors, steps, level)
+            encoded = orjson.dumps(body)  # ~6x faster than json
             self._bodies.put(memo_key, encoded)
         return encoded[:-1] + self._age(fc.newest_slot)  # type: ignore[index]
 
@@ -61,6 +82,22 @@ class ForecastRenderer:
     def clear(self) -> None:
         """Forget every memoised body."""
         self._bodies.clear()
+
+    def _intervals(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
+                   level: float) -> dict[str, Any]:
+        self.check_level(level, fc.intervals)  # a reload between check and render
+        assert fc.intervals is not None
+        ids = self.sensor_ids if sensors is None else sensors
+        cols = np.array([self.position[x] for x in ids], dtype=np.int64)
+        rows = np.asarray(steps, dtype=np.int64) - 1
+        lower, upper = fc.intervals.bounds(fc.output.forecast, level, *self.value_range)
+        out: dict[str, Any] = {"level": level}
+        for name, bound in (("lower", lower), ("upper", upper)):
+            values = bound[np.ix_(rows, cols)].T.astype(np.float64)
+            if self.decimals is not None:
+                values = np.round(values, self.decimals)
+            out[name] = dict(zip(ids, values.tolist()))
+        return out
 
     def _body(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
               with_st: bool) -> dict[str, Any]:

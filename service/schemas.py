@@ -142,6 +142,9 @@ class ForecastRequest(BaseModel):
         None, description="Forecast from this window instead of the buffer (stateless mode)."
     )
     include: list[Literal["st_embedding"]] = Field(default_factory=list)
+    interval: float | None = Field(
+        None, gt=0, lt=1, description="Also return the prediction interval of this nominal "
+        "coverage (one of the bundle's calibrated levels, e.g. 0.9).", examples=[0.9])
 
     @model_validator(mode="after")
     def _exclusive(self) -> ForecastRequest:
@@ -177,6 +180,12 @@ class InputQuality(BaseModel):
         description="All sensors imputed in the last input slot.")
 
 
+class PredictionIntervals(BaseModel):
+    level: float = Field(description="Nominal coverage (split-conformal, calibrated at export).")
+    lower: dict[str, list[float]] = Field(description="sensor id → lower bound per horizon")
+    upper: dict[str, list[float]] = Field(description="sensor id → upper bound per horizon")
+
+
 class ForecastResponse(BaseModel):
     model_version: str
     as_of: str = Field(description="Last input slot (UTC): the window end.")
@@ -198,6 +207,7 @@ class ForecastResponse(BaseModel):
         description="sensor id → one value per entry of 'horizons', raw units"
     )
     quality: InputQuality
+    intervals: PredictionIntervals | None = None
     st_embedding: dict[str, list[float]] | None = None
 
 
@@ -262,6 +272,8 @@ class ModelInfo(BaseModel):
     missing_rule: str = Field("zero", description="What marks a missing reading (zero, nan or value:<x>): "
                               "under zero a posted 0 counts as missing.")
     missing_policy: str
+    day_of_week: bool = Field(True, description="Whether the model's time features use the day "
+                              "of week (a replay then shifts data by whole weeks, else days).")
     metrics: dict[str, Any]
     loaded_at: datetime = Field(description="When this replica loaded and warmed the model.")
     previous: ModelRef | None = Field(

@@ -88,6 +88,21 @@ class Settings(BaseSettings):
         4, ge=0, le=9, description="Round forecasts in responses; unset = full float32 precision."
     )
 
+    # --- live accuracy and replay (service/accuracy.py, service/refclock.py) ----------------
+    live_accuracy: bool = Field(True, description="Score served forecasts when their targets "
+                                "arrive (GET /accuracy, himnet_live_* metrics).")
+    accuracy_grace_slots: int = Field(
+        2, ge=0, le=288, description="A target slot is scored once, when a reading this many "
+        "slots newer arrives; later readings for it are not scored.")
+    accuracy_retention_minutes: float = Field(
+        1440.0, gt=0, le=20160, description="How far back scored slots are kept (GET /accuracy).")
+    accuracy_alert_factor: float = Field(
+        1.5, gt=0, description="The drift alert fires when live MAE at the longest horizon "
+        "exceeds this many times the test-split MAE (exported as a threshold series).")
+    replay_mode: bool = Field(
+        False, description="Judge retention and accuracy windows against the newest reading "
+        "instead of the wall clock (for replays of past days).")
+
     # --- embeddings --------------------------------------------------------------------------
     clusters: int = Field(8, ge=1)
     cluster_seed: int = 0

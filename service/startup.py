@@ -16,6 +16,7 @@ from service.errors import ServiceError
 from service.forecasting import Forecaster
 from service.ingest import Ingest
 from service.inputs import ForecastInputs
+from service.live_setup import build_live_accuracy
 from service.metrics import Metrics
 from service.models import ModelSlot
 from service.reload import Reloader, load_model, show_model, verify
@@ -71,11 +72,14 @@ def _wire(settings: Settings, metrics: Metrics, models: ModelSlot, clock: SlotCl
         stateless_cache=StatelessCache(settings.cache_entries), metrics=metrics,
         in_steps=m.in_steps, out_steps=m.out_steps, missing_policy=settings.missing_policy,
         min_slot_coverage=settings.slot_coverage(), coverage_lookback=settings.coverage_lookback_slots)
+    forecaster.live = build_live_accuracy(settings, stores, metrics, models)
     ingest = Ingest(rules=rules, buffer=stores.buffer, forecaster=forecaster, metrics=metrics,
                     sensor_ids=m.sensor_ids, max_batch_timestamps=settings.max_batch_timestamps)
+    ingest.live = forecaster.live
     renderer = ForecastRenderer(clock, sensor_ids=m.sensor_ids,
                                 missing_policy=settings.missing_policy,
-                                decimals=settings.response_decimals)
+                                decimals=settings.response_decimals,
+                                value_range=(settings.value_min, settings.value_max))
     show_model(metrics, models.active)
     metrics.slot_interval.set(clock.interval_s)  # the stale-feed alert counts slots
     metrics.inference_capacity.set(settings.inference_queue)  # queue saturation alert
@@ -83,4 +87,4 @@ def _wire(settings: Settings, metrics: Metrics, models: ModelSlot, clock: SlotCl
         settings=settings, models=models, reloader=Reloader(settings, metrics, models),
         clock=clock, buffer=stores.buffer, forecaster=forecaster, ingest=ingest,
         inputs=ForecastInputs(rules, m.sensor_ids, m.in_steps, m.out_steps),
-        renderer=renderer, access=access, metrics=metrics)
+        renderer=renderer, access=access, metrics=metrics, live=forecaster.live)

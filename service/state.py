@@ -16,6 +16,7 @@ from service.forecasting import Forecaster
 from service.inference import InferenceEngine
 from service.ingest import Ingest
 from service.inputs import ForecastInputs
+from service.live_setup import LiveScoring
 from service.metrics import Metrics
 from service.models import ModelSlot
 from service.reload import Reloader
@@ -41,6 +42,7 @@ class Components:
     renderer: ForecastRenderer
     access: Access
     metrics: Metrics
+    live: LiveScoring | None = None  # live accuracy per model version (None when switched off)
     ready: bool = False
 
     @property
@@ -68,5 +70,7 @@ class Components:
     async def close(self) -> None:
         """Stop answering ready, release the store's connections and the inference threads."""
         self.ready = False
+        if self.live is not None:
+            await self.live.close()
         await self.buffer.close()
         await self.models.close()

@@ -43,6 +43,7 @@ from service.cache import (
     cache_namespace,
 )
 from service.metrics import Metrics
+from service.refclock import ReferenceClock
 from service.settings import Settings
 from service.timeslots import SlotClock
 
@@ -55,6 +56,8 @@ class Stores:
 
     buffer: ReadingBuffer
     cache: ForecastCache
+    prefix: str  # key prefix of this sensor layout (Redis), also for the live-accuracy keys
+    client: aioredis.Redis | None  # the shared client; None for the memory stores
 
 
 def store_prefix(settings: Settings, sensor_ids: Sequence[str]) -> str:
@@ -72,10 +75,11 @@ def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
     prefix = store_prefix(settings, manifest.sensor_ids)
     codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim)
     namespace = cache_namespace(prefix, manifest.model_version, settings.missing_policy)
+    ref = ReferenceClock(clock.interval_s, replay=settings.replay_mode)
     if not (settings.redis_url or settings.redis_sentinels):
-        return Stores(MemoryBuffer(manifest.num_nodes, clock.interval_s, retention),
+        return Stores(MemoryBuffer(manifest.num_nodes, clock.interval_s, retention, ref),
                       MemoryForecastCache(codec, namespace, manifest.in_steps,
-                                          settings.cache_entries))
+                                          settings.cache_entries), prefix, None)
 
     def count(operation: str) -> None:
         metrics.redis_errors.labels(operation).inc()
@@ -84,8 +88,9 @@ def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
     buffer = RedisBuffer(client, prefix, manifest.num_nodes, clock.interval_s, retention,
                          on_error=count, min_replicas=settings.redis_min_replicas_ack,
                          replica_timeout_ms=settings.redis_replica_ack_timeout_ms,
-                         on_close=close_sentinels)
-    return Stores(buffer, RedisForecastCache(codec, namespace, manifest.in_steps, client, count))
+                         on_close=close_sentinels, clock=ref)
+    return Stores(buffer, RedisForecastCache(codec, namespace, manifest.in_steps, client, count),
+                  prefix, client)
 
 
 def connect(settings: Settings) -> tuple[aioredis.Redis, Callable[[], Awaitable[None]] | None]:

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from himnet.args import add_data_option, parse_data_options
+from model.intervals import INTERVALS_FILE, IntervalTable, read_intervals
 from training.baselines import HistoricalAverage, last_value
+from training.calibration import calibrate_prepared, interval_scores, predict_split
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.distributed import pick_device
@@ -103,10 +105,13 @@ def data_from_settings(settings: dict[str, Any], missing: str = "zero") -> Senso
 
 def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | str | Path | None = None, *,
                         split: str | None = None, device: str = "cpu", batch_size: int = 64,
-                        data_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                        data_options: dict[str, Any] | None = None,
+                        intervals: str | Path | None = "val") -> dict[str, Any]:
     """Evaluate a checkpoint with its own scaler on ``split`` (default: the split it was trained
     with, test part). ``data`` defaults to the dataset recorded in the checkpoint; it is read
-    under the checkpoint's missing-value rule unless ``data_options`` name another."""
+    under the checkpoint's missing-value rule unless ``data_options`` name another.
+    ``intervals``: also report interval coverage ("val": calibrated here; a bundle directory:
+    that bundle's intervals; None: no intervals)."""
     where = str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "checkpoint"
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     settings = ckpt.train_settings or {}
@@ -120,13 +125,39 @@ def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | 
     cfg = ckpt.config
     spec = split or settings.get("split", "7:1:2")
     prepared = prepare(data, spec, cfg.in_steps, cfg.out_steps, scaler=Scaler(ckpt.scaler_mean, ckpt.scaler_std))
-    report = evaluate_model(ckpt.build_model(), prepared, "test", pick_device(device), batch_size)
+    model = ckpt.build_model()
+    report = evaluate_model(model, prepared, "test", pick_device(device), batch_size)
     report["dataset"] = data.describe()
+    if intervals is not None:
+        report["intervals"] = interval_report(model.cpu(), prepared, intervals)
     return report
 
 
+def interval_report(model: nn.Module, prepared: PreparedData, source: str | Path) -> dict[str, Any]:
+    """Coverage and mean width per level and step on the test split. ``source``: "val"
+    (calibrate here on the validation split, as export does) or a bundle directory."""
+    table: IntervalTable
+    if str(source) == "val":
+        table = calibrate_prepared(model, prepared)
+    else:
+        table = read_intervals(Path(source) / INTERVALS_FILE)
+    pred, truth = predict_split(model, prepared, "test")
+    return {"source": str(source), "levels": interval_scores(table, pred, truth)}
+
+
+def format_intervals(rows: list[dict[str, Any]], steps: list[int]) -> str:
+    """Coverage (and mean width) per level at each step."""
+    head = f"{'step':>6} " + " ".join(f"| {'cov@' + format(r['level'], 'g'):>9} {'width':>7} "
+                                      for r in rows)
+    lines = [head, "-" * len(head)]
+    for s in steps:
+        lines.append(f"{s:>6} " + " ".join(
+            f"| {r['coverage'][s - 1]:9.3f} {r['mean_width'][s - 1]:7.3f} " for r in rows))
+    return "\n".join(lines)
+
+
 # what `himnet evaluate` reports as the user's mistake (himnet.args.run_command)
-USER_ERRORS = (CheckpointError, DatasetError, ValueError)
+USER_ERRORS = (CheckpointError, DatasetError, ValueError)  # IntervalError is a ValueError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,15 +170,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, help="also write the full report here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--intervals", default="val",
+                        help="prediction intervals to check on the test split: 'val' (calibrate "
+                             "on the validation split, as export does), a bundle directory, "
+                             "or 'none'")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, device=args.device,
-                                 batch_size=args.batch_size, data_options=parse_data_options(args.data_option))
+                                 batch_size=args.batch_size, data_options=parse_data_options(args.data_option),
+                                 intervals=None if args.intervals == "none" else args.intervals)
     print(f"{report['dataset']['name']}: {report['num_windows']} test windows")
     print(format_table(report))
+    if "intervals" in report:
+        n_steps = len(report["model"]["horizon"])
+        print(f"prediction intervals ({report['intervals']['source']}): coverage and mean width "
+              "on the test split")
+        print(format_intervals(report["intervals"]["levels"], list(range(1, n_steps + 1))))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -50,6 +50,7 @@ from model.bundle import (
 )
 from model.bundle_files import weights_digest, write_embeddings, write_weights
 from model.himnet import HimNet
+from model.intervals import INTERVALS_FILE, write_intervals
 from model.serving import ServingConfigError, ServingHimNet
 from training.checkpoint import Checkpoint, CheckpointError
 from training.manifest import build_manifest
@@ -80,6 +81,8 @@ class ExportOptions:
     tolerance: float = DEFAULT_TOLERANCE
     rtol: float = DEFAULT_RTOL
     threads: int = 2
+    intervals: bool = True  # calibrate conformal intervals on the validation split
+    calibration_data: Any = None  # SensorData to calibrate on; default: re-read the training data
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +204,8 @@ def choose_contraction(checkpoint: Checkpoint, data: ParityData, workdir: Path, 
 def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str | None = None,
                   opset: int = 17, parity_data: Any = None, contraction: str = "measure",
                   tolerance: float = DEFAULT_TOLERANCE, rtol: float = DEFAULT_RTOL, threads: int = 2,
-                  overwrite: bool = False) -> Manifest:
+                  overwrite: bool = False, intervals: bool = True,
+                  calibration_data: Any = None) -> Manifest:
     """Write the bundle for ``checkpoint`` to ``out_dir`` and return its manifest.
 
     ``parity_data``: real windows to check the exported graphs on (``ParityData``, a mapping with
@@ -215,7 +219,8 @@ def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str |
         raise ExportError(f"{out_dir} already exists (pass overwrite=True / --force to replace it)")
     if contraction not in ("measure", *CONTRACTIONS):
         raise ExportError(f"contraction must be 'measure', 'generate' or 'pool', got {contraction!r}")
-    options = ExportOptions(version, opset, contraction, tolerance, rtol, threads)
+    options = ExportOptions(version, opset, contraction, tolerance, rtol, threads, intervals,
+                            calibration_data)
     eager = checkpoint.build_model()  # the checkpoint's own config, eval mode
     data = synthetic_parity_data(checkpoint) if parity_data is None else as_parity_data(parity_data, checkpoint.config)
 
@@ -245,10 +250,31 @@ def _write_bundle(checkpoint: Checkpoint, eager: HimNet, data: ParityData, work:
     parity = check_parity(eager, checkpoint, data, work / ONNX_FILE, work / TORCHSCRIPT_FILE,
                           options.tolerance, options.threads, options.rtol)
     record = _export_record(options, contraction, timings, data, weights_digest(state))
-    manifest = build_manifest(checkpoint, contraction=contraction, files=checksums(work, BUNDLE_FILES),
-                              parity=parity, export=record, version=options.version)
+    names, calibration = list(BUNDLE_FILES), None
+    if options.intervals and (options.calibration_data is not None
+                              or (checkpoint.train_settings or {}).get("data")):
+        # a checkpoint that does not record its data set gets no intervals (nothing to calibrate on)
+        calibration = _write_intervals(checkpoint, work, options.calibration_data)
+        names.append(INTERVALS_FILE)
+    manifest = build_manifest(checkpoint, contraction=contraction, files=checksums(work, names),
+                              parity=parity, export=record, version=options.version,
+                              intervals=calibration)
     write_manifest(work, manifest)
     return manifest
+
+
+def _write_intervals(checkpoint: Checkpoint, work: Path, data: Any) -> dict[str, Any]:
+    """Calibrate the intervals (``training/calibration.py``) into ``work``; the manifest record."""
+    from training.calibration import calibrate_checkpoint
+    from training.datasets import DatasetError
+
+    try:
+        table, record = calibrate_checkpoint(checkpoint, data)
+    except (DatasetError, ValueError, CheckpointError) as exc:
+        raise ExportError(f"cannot calibrate prediction intervals: {exc} (pass --no-intervals "
+                          "to export without them)") from exc
+    write_intervals(work / INTERVALS_FILE, table)
+    return {"file": INTERVALS_FILE, **record}
 
 
 def _export_record(options: ExportOptions, contraction: str, timings: dict[str, dict[str, float]],
@@ -304,6 +330,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="relative part: each forecast may differ by tolerance + rtol·|eager|")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for export checks")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    parser.add_argument("--no-intervals", action="store_true",
+                        help="do not calibrate prediction intervals (on the validation split)")
 
 
 USER_ERRORS = (CheckpointError, ExportError, OSError)
@@ -317,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_bundle(checkpoint, args.out, version=args.version, opset=args.opset,
                              parity_data=parity_data, contraction=args.contraction,
                              tolerance=args.tolerance, rtol=args.rtol, threads=args.threads,
-                             overwrite=args.force)
+                             overwrite=args.force, intervals=not args.no_intervals)
     print(f"wrote {args.out}: {manifest.model_name} {manifest.model_version} ({manifest.dataset}, "
           f"N={manifest.num_nodes}, contraction={manifest.export['contraction']})")
     print("parity (max abs diff, raw units): " + json.dumps(manifest.parity))

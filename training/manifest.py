@@ -36,7 +36,8 @@ def jsonable(value: Any) -> Any:
 
 def build_manifest(checkpoint: Checkpoint, *, contraction: str, files: dict[str, str],
                    parity: dict[str, dict[str, float]], export: dict[str, Any],
-                   version: str | None = None) -> Manifest:
+                   version: str | None = None,
+                   intervals: dict[str, Any] | None = None) -> Manifest:
     """The bundle's manifest. ``export['weights_sha256']`` gives the default model version;
     ``contraction`` is the decoder order the graphs were exported with (recorded in config)."""
     config = checkpoint.config
@@ -65,4 +66,5 @@ def build_manifest(checkpoint: Checkpoint, *, contraction: str, files: dict[str,
         parity=parity,
         files=files,
         export=export,
+        intervals=intervals,
     )

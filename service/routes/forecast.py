@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from service.deps import (
     ForecasterDep,
     InputsDep,
+    ModelsDep,
     RendererDep,
     json_body,
     read_access,
@@ -28,6 +29,7 @@ async def post_forecast(
     inputs: InputsDep,
     forecaster: ForecasterDep,
     renderer: RendererDep,
+    models: ModelsDep,
     req: ForecastRequest | None = Body(None),
 ) -> Response:
     """Forecast from the buffered window ending at ``as_of`` (default: the newest slot where
@@ -43,12 +45,13 @@ async def post_forecast(
         inputs.check_sensors(req.sensors)
     sensors = None if req.sensors is None else list(dict.fromkeys(req.sensors))
     steps = inputs.steps(req.horizons, req.horizon_minutes)
+    renderer.check_level(req.interval, models.active.intervals)
     if req.window is not None:
         grid, last = inputs.window(req.window)
         fc = await forecaster.from_request(grid, last)
     else:
         last_slot = None if req.as_of is None else inputs.as_of_slot(req.as_of)
         fc = await forecaster.from_buffer(last_slot)
-    body = renderer.render(fc, sensors, steps, "st_embedding" in req.include)
+    body = renderer.render(fc, sensors, steps, "st_embedding" in req.include, req.interval)
     return Response(body, media_type="application/json",
                     headers={"X-Cache": "hit" if fc.cached else "miss"})

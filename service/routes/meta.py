@@ -44,6 +44,8 @@ async def model_info(m: ManifestDep, rt: RuntimeDep, settings: SettingsDep,
         interval_minutes=float(m.interval_minutes), timezone=m.timezone,
         missing_value=float(m.missing_value), missing_rule=m.missing_rule,
         missing_policy=settings.missing_policy,
+        day_of_week=int(m.config.get("dow_embedding_dim", 1)) > 0
+        and m.config.get("ablation") not in ("no_e_t", "no_tmp"),
         metrics=m.metrics, loaded_at=_when(active.loaded_at),
         previous=None if previous is None else model_ref(previous),
     )

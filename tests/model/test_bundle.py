@@ -50,10 +50,12 @@ def _edit_manifest_json(bundle: Path, **changes) -> Path:
 # --- what an export writes ---------------------------------------------------------------------
 def test_bundle_holds_the_contract_files(tiny_bundle, tiny_checkpoint):
     assert sorted(p.name for p in tiny_bundle.iterdir()) == [
-        "embeddings.npz", "manifest.json", "model.onnx", "model.ts", "weights.pt"]
+        "embeddings.npz", "intervals.npz", "manifest.json", "model.onnx", "model.ts", "weights.pt"]
     m = verify_bundle(tiny_bundle)
-    assert m.format_version == BUNDLE_FORMAT and m.model_name == "himnet"
-    assert set(m.files) == {"model.onnx", "model.ts", "weights.pt", "embeddings.npz"} == set(BUNDLE_FILES)
+    assert m.format_version == BUNDLE_FORMAT == 2 and m.model_name == "himnet"
+    assert set(m.files) - {"intervals.npz"} == {"model.onnx", "model.ts", "weights.pt",
+                                                "embeddings.npz"} == set(BUNDLE_FILES)
+    assert m.intervals is not None and m.intervals["levels"] == [0.5, 0.8, 0.9, 0.95]
     for name, digest in m.files.items():
         assert sha256_file(tiny_bundle / name) == digest
     c = tiny_checkpoint
@@ -86,9 +88,11 @@ def test_written_manifest_is_canonical_json_with_a_self_checksum(tiny_bundle):
 
 
 def test_checksums_are_the_files_sha256(tiny_bundle):
-    got = checksums(tiny_bundle, BUNDLE_FILES)
+    from model.intervals import INTERVALS_FILE
+
+    got = checksums(tiny_bundle, [*BUNDLE_FILES, INTERVALS_FILE])
     assert got == read_manifest(tiny_bundle).files
-    assert set(got) == set(BUNDLE_FILES)
+    assert set(got) == set(BUNDLE_FILES) | {INTERVALS_FILE}
 
 
 def test_write_then_read_round_trips(bundle_copy):

@@ -67,6 +67,8 @@ class FakeService:
         if path == "/embeddings":
             return httpx.Response(200, json={"count": len(self.sensors), "clusters": 1, "sensors": [
                 {"id": s, "index": i, "cluster": 0} for i, s in enumerate(self.sensors)]})
+        if path == "/accuracy":  # a service without live accuracy: the replay scores every row
+            return httpx.Response(404, json={"detail": "not here"})
         body = json.loads(request.content)
         if path == "/readings":
             if request.headers.get("x-api-key") != self.api_key:
@@ -194,6 +196,33 @@ def test_replay_checks_the_interval(data) -> None:
     coarse = generate_synthetic(num_sensors=4, days=2, interval_minutes=15)
     with pytest.raises(ReplayError, match="interval"):
         run_replay(coarse, clock, service, slots=5, speedup=10.0)
+
+
+def test_keep_clock_shifts_by_whole_weeks_or_days() -> None:
+    from replay import keep_clock
+
+    stamps = np.arange(np.datetime64("2012-03-01T10:00"), np.datetime64("2012-03-01T11:00"),
+                       np.timedelta64(5, "m")).astype("datetime64[s]")  # a Thursday, local
+    end = int(datetime(2026, 12, 3, 7, 58, tzinfo=ZoneInfo(ZONE)).timestamp())  # a Thursday
+    for days, weekday in ((7, 3), (1, 2)):  # a week back: Thursday; a day back: Wednesday
+        epochs = keep_clock(stamps, 2, 6, end, ZONE, days)
+        local = [datetime.fromtimestamp(e, ZoneInfo(ZONE)) for e in epochs]
+        assert [(t.hour, t.minute) for t in local] == [(10, 10 + 5 * k) for k in range(6)]
+        assert local[-1].weekday() == weekday and epochs[-1] <= end
+        assert end - epochs[-1] < days * 86400  # the most whole periods that fit
+    # 10:35 on Wednesday 2 Dec is the newest whole-day shift before Thursday 07:58 ...
+    assert datetime.fromtimestamp(keep_clock(stamps, 2, 6, end, ZONE, 1)[-1], ZoneInfo(ZONE)).day == 2
+    # ... and Thursday 26 Nov the newest whole-week one
+    assert datetime.fromtimestamp(keep_clock(stamps, 2, 6, end, ZONE, 7)[-1], ZoneInfo(ZONE)).day == 26
+
+
+def test_an_explicit_start_keeps_the_time_of_day(data) -> None:
+    clock = FakeClock(1_764_000_000.0 + 123.4)
+    service = FakeService(list(data.sensor_ids), clock)
+    result = run_replay(data, clock, service, slots=30, speedup=1000.0, start=101)
+    first = datetime.fromisoformat(result.first_timestamp.replace("Z", "+00:00")).astimezone(ZoneInfo(ZONE))
+    row = data.timestamps[101].astype(datetime)
+    assert (first.hour, first.minute, first.weekday()) == (row.hour, row.minute, row.weekday())
 
 
 def test_replay_follows_the_models_missing_rule() -> None:

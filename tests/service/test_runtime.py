@@ -111,9 +111,9 @@ def test_hand_edited_manifest_is_refused(bundle_copy):
 def test_wrong_format_version_is_refused(bundle_copy):
     path = bundle_copy / "manifest.json"
     body = json.loads(path.read_text())
-    body["format_version"] = 2
+    body["format_version"] = 3
     path.write_text(json.dumps(body))
-    with pytest.raises(BundleError, match=r"manifest\.json: bundle format 2, this code reads format 1"):
+    with pytest.raises(BundleError, match=r"manifest\.json: bundle format 3, this code reads format 2"):
         load_runtime(bundle_copy)
 
 
