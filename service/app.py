@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from model.bundle import Manifest
+from service.admission import Admission
 from service.metrics import Metrics
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
@@ -48,7 +49,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
             log.warning("no API key configured: POST /readings and admin actions are refused")
         app.state.components = parts
         parts.ready = True
-        metrics.ready.set_function(  # himnet_ready without anyone calling /readyz
+        metrics.set_ready_function(  # himnet_ready without anyone calling /readyz
             lambda: float(parts.ready and parts.engine.runtime is not None))
         log.info("serving %s %s (%s, %s) with a %s buffer", parts.manifest.model_name,
                  parts.manifest.model_version, parts.runtime.backend, parts.runtime.provider,
@@ -66,5 +67,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Admission, limit=settings.max_in_flight,
+                       retry_after_s=settings.retry_after_s, metrics=metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

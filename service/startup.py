@@ -17,7 +17,7 @@ from model.bundle import EMBEDDINGS_FILE, MANIFEST, BundleError, Manifest
 from service.cache import StatelessCache
 from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
-from service.inference import InferenceEngine
+from service.inference import BatchPolicy, InferenceEngine
 from service.ingest import Ingest
 from service.inputs import ForecastInputs
 from service.metrics import Metrics
@@ -52,7 +52,8 @@ def read_embeddings(bundle_dir: Path, manifest: Manifest) -> dict[str, np.ndarra
 async def build_components(settings: Settings, metrics: Metrics,
                            manifest: Manifest | None = None) -> Components:
     """Load the model (``manifest``: already verified, or None) and wire everything to it."""
-    engine = InferenceEngine(settings.inference_queue, metrics)
+    engine = InferenceEngine(settings.inference_queue, metrics, BatchPolicy(
+        settings.max_batch, settings.batch_wait_ms, settings.start_deadline_ms))
     try:
         runtime = await engine.load(settings.bundle_dir, settings.backend, settings.device,
                                     settings.threads, manifest=manifest)
