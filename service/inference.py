@@ -145,6 +145,8 @@ class InferenceEngine:
         """Start the next batch if the engine is idle (on the event loop)."""
         self._expire()
         if self._running or not self._queue:
+            if self._running and self._timer is None:
+                self._arm_deadline()  # a forecast queued behind the running batch
             return
         policy = self.policy
         held = (time.perf_counter() - self._queue[0].queued) * 1e3
@@ -221,17 +223,20 @@ class InferenceEngine:
             self._arm_deadline()
 
     def _expire(self) -> None:
-        """Refuse queued forecasts whose start deadline has passed (oldest first)."""
+        """Drop queued forecasts whose caller left, refuse those whose start deadline passed."""
         deadline = self.policy.start_deadline_ms
-        if deadline is None:
-            return
         now = time.perf_counter()
-        while self._queue and (now - self._queue[0].queued) * 1e3 > deadline:
-            job = self._queue.popleft()
-            self._refuse("start_deadline")
-            if not job.future.done():
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # cancelled: the client went away
+                self._queue.popleft()
+            elif deadline is not None and (now - job.queued) * 1e3 > deadline:
+                self._queue.popleft()
+                self._refuse("start_deadline")
                 job.future.set_exception(
                     Overloaded(f"the forecast could not start within {deadline:g} ms"))
+            else:
+                return
 
     def close(self) -> None:
         if self._timer is not None:
