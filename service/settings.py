@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         0.0, ge=0, description="How long an idle engine holds a forecast for company; 0 = run at "
         "once, batch only what queued while the model was busy.")
-    start_deadline_ms: float | None = Field(
-        40.0, gt=0, description="A forecast that cannot start its model run this soon gets 503 "
-        "at once; unset = wait as long as the queue bound allows.")
+    start_deadline_ms: float = Field(
+        40.0, ge=0, description="A forecast that cannot start its model run this soon gets 503 "
+        "at once; 0 = no deadline (wait as long as the queue bound allows).")
     max_in_flight: int = Field(16, ge=1, description="Forecast requests in flight per worker "
                                "(HTTP layer); more get 503 before their body is read.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the bundle); more "

@@ -53,7 +53,7 @@ async def build_components(settings: Settings, metrics: Metrics,
                            manifest: Manifest | None = None) -> Components:
     """Load the model (``manifest``: already verified, or None) and wire everything to it."""
     engine = InferenceEngine(settings.inference_queue, metrics, BatchPolicy(
-        settings.max_batch, settings.batch_wait_ms, settings.start_deadline_ms))
+        settings.max_batch, settings.batch_wait_ms, settings.start_deadline_ms or None))
     try:
         runtime = await engine.load(settings.bundle_dir, settings.backend, settings.device,
                                     settings.threads, manifest=manifest)

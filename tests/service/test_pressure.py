@@ -155,7 +155,7 @@ def test_shed_forecast_is_answered_at_once_and_accepted_ones_are_right(
     """The model is held busy; one forecast waits for it, the next one is shed (by the HTTP
     in-flight bound, or by the start deadline while it waits); afterwards both kinds of
     request get correct answers."""
-    bound = ({"max_in_flight": 1, "start_deadline_ms": None} if limit == "in_flight"
+    bound = ({"max_in_flight": 1, "start_deadline_ms": 0} if limit == "in_flight"
              else {"max_in_flight": 64, "start_deadline_ms": 150.0})
     last = current_slot() - 1
     first_body, second_body = _stateless(reference, last, 30.0), _stateless(reference, last, 31.0)
