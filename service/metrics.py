@@ -56,24 +56,7 @@ class Metrics:
         self.request_seconds = Histogram(
             "himnet_http_request_duration_seconds", "HTTP request latency",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram(
-            "himnet_inference_duration_seconds", "Model run time on the inference thread",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_wait_seconds = Histogram(
-            "himnet_inference_queue_wait_seconds", "Time a forecast waited for the model",
-            buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_pending = Gauge("himnet_inference_pending",
-                                       "Forecasts running or queued", registry=r,
-                                       multiprocess_mode="livesum")
-        self.inference_rejected = Counter("himnet_inference_rejected_total",
-                                          "Forecasts refused by the inference engine (queue "
-                                          "full or start deadline)", registry=r)
-        self.inference_batch_size = Histogram(
-            "himnet_inference_batch_size", "Windows per model run (micro-batching)",
-            buckets=BATCH_BUCKETS, registry=r)
-        self.inference_shed = Counter("himnet_requests_shed_total",
-                                      "Requests answered 503 to keep latency bounded",
-                                      ["reason"], registry=r)
+        self._add_inference_metrics(r)
         self.cache_hits = Counter("himnet_forecast_cache_hits_total",
                                   "Forecasts answered from the cache", ["source"], registry=r)
         self.cache_misses = Counter("himnet_forecast_cache_misses_total",
@@ -118,6 +101,27 @@ class Metrics:
             self.cache_misses.labels(source)
         for reason in SHED_REASONS:
             self.inference_shed.labels(reason)
+
+    def _add_inference_metrics(self, r: CollectorRegistry) -> None:
+        """The inference engine's series: run time, queue wait, batch size, refusals."""
+        self.inference_seconds = Histogram(
+            "himnet_inference_duration_seconds", "Model run time on the inference thread",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_wait_seconds = Histogram(
+            "himnet_inference_queue_wait_seconds", "Time a forecast waited for the model",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_pending = Gauge("himnet_inference_pending",
+                                       "Forecasts running or queued", registry=r,
+                                       multiprocess_mode="livesum")
+        self.inference_rejected = Counter("himnet_inference_rejected_total",
+                                          "Forecasts refused by the inference engine (queue "
+                                          "full or start deadline)", registry=r)
+        self.inference_batch_size = Histogram(
+            "himnet_inference_batch_size", "Windows per model run (micro-batching)",
+            buckets=BATCH_BUCKETS, registry=r)
+        self.inference_shed = Counter("himnet_requests_shed_total",
+                                      "Requests answered 503 to keep latency bounded",
+                                      ["reason"], registry=r)
 
     def init_routes(self, paths: dict[str, Any]) -> None:
         """Create the request series of every route at zero, from the app's OpenAPI ``paths``
