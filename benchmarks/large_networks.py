@@ -9,6 +9,7 @@ renderer on a forecast for all sensors × 12 steps (median time of a fresh rende
 with and without the ``st_embedding`` extra::
 
     python benchmarks/large_networks.py [--nodes 207 883 2000] [--threads 2] [--repeats 30]
+                                        [--contraction measure|generate|pool]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def ensure_bundle(n: int) -> Path:
+def ensure_bundle(n: int, contraction: str = "measure") -> Path:
     """Export a random-weight model with the PEMS07 preset's sizes and ``n`` sensors, once."""
     path = REPO / "artifacts" / f"bench-n{n}"
     if (path / "manifest.json").is_file():
@@ -47,7 +48,7 @@ def ensure_bundle(n: int) -> Path:
                       interval_minutes=5.0, dataset=f"synthetic {n} sensors (random weights)",
                       timezone="America/Los_Angeles")
     started = time.perf_counter()
-    export_bundle(ckpt, path)
+    export_bundle(ckpt, path, contraction=contraction)
     print(f"  exported N={n} in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
@@ -102,11 +103,13 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, nargs="+", default=[207, 883, 2000])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--contraction", default="measure",
+                    help="decoder order for new exports: measure (time both), generate, pool")
     args = ap.parse_args()
     print(f"cores {os.cpu_count()}, threads {args.threads}, load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for n in args.nodes:
-        bundle = ensure_bundle(n)
+        bundle = ensure_bundle(n, args.contraction)
         files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
         median, best = model_latency(bundle, args.threads, args.repeats)
         render, size = render_cost(bundle, with_st=False)
