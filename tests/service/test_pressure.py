@@ -90,6 +90,30 @@ def test_a_forecast_alone_runs_at_once(tiny_bundle: Path, reference: Any) -> Non
     assert asyncio.run(run()) == (3.0, 3.0)
 
 
+def test_batch_wait_holds_an_idle_engine_for_company(tiny_bundle: Path, reference: Any) -> None:
+    """With a wait, forecasts arriving together run as one batch even on an idle engine; a full
+    batch does not wait for the timer."""
+    windows = _windows(reference, 7, seed=1)
+    want = [reference.predict(r[None], ti[None], tt[None])[0][0] for r, ti, tt in windows]
+
+    async def run() -> tuple[list[Any], tuple[float, float], float]:
+        engine = await _engine(tiny_bundle, BatchPolicy(max_batch=4, max_wait_ms=5_000))
+        try:
+            started = time.perf_counter()
+            full = await asyncio.gather(*(engine.predict(*w) for w in windows[:4]))
+            took = time.perf_counter() - started
+            rest = await asyncio.gather(*(engine.predict(*w) for w in windows[4:]))
+            return [*full, *rest], _batch_sizes(engine.metrics), took
+        finally:
+            engine.close()
+
+    got, sizes, took = asyncio.run(run())
+    assert sizes == (2.0, 7.0)  # a full batch of 4 at once, then 3 held until the wait ended
+    assert took < 4.0, "a full batch waited for the timer"
+    for (f, _), w in zip(got, want):
+        np.testing.assert_allclose(f, w, rtol=0, atol=1e-5)
+
+
 class _SlowRuntime:
     """A fake runtime: every window costs ``seconds`` (the estimate's unit test only)."""
 
