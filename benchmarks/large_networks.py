@@ -79,7 +79,7 @@ def render_cost(bundle: Path, with_st: bool, repeats: int = 20) -> tuple[float, 
 
     m = read_manifest(bundle)
     clock = SlotClock(m.interval_minutes, m.steps_per_day, m.timezone)
-    renderer = ForecastRenderer(clock, sensor_ids=m.sensor_ids, model_version=m.model_version,
+    renderer = ForecastRenderer(clock, sensor_ids=m.sensor_ids,
                                 missing_policy="missing_value", decimals=4)
     rng = np.random.default_rng(1)
     window = rng.uniform(5, 70, (m.in_steps, m.num_nodes)).astype(np.float32)
@@ -89,8 +89,9 @@ def render_cost(bundle: Path, with_st: bool, repeats: int = 20) -> tuple[float, 
     steps = list(range(1, m.out_steps + 1))
     times, size = [], 0
     for i in range(repeats):
-        fc = Forecast(int(time.time() // 300), window, output, i.to_bytes(16, "big"), "buffer",
-                      False)  # a new digest each time: no memoised body
+        slot = int(time.time() // 300)
+        fc = Forecast(m.model_version, slot, window, output, i.to_bytes(16, "big"), "buffer",
+                      False, "as_of", slot)  # a new digest each time: no memoised body
         t0 = time.perf_counter()
         body = renderer.render(fc, None, steps, with_st)
         times.append(time.perf_counter() - t0)

@@ -49,6 +49,7 @@ async def _stages(parts: Any, slots: list[int], repeats: int) -> dict[str, float
     from service.schemas import ForecastRequest
 
     fc, buf, eng, clock = parts.forecaster, parts.buffer, parts.engine, parts.clock
+    model = parts.models.active  # the served model: its engine, cache and version
     bodies = [json.dumps({"as_of": iso(s)}).encode() for s in slots]
     windows = {s: (await buf.read_window_with(s, 12, []))[0] for s in slots}
     inputs = [(impute(windows[s], "missing_value", 0.0), clock.features(s - 11, 12),
@@ -64,7 +65,7 @@ async def _stages(parts: Any, slots: list[int], repeats: int) -> dict[str, float
             return f(i)
         return run
 
-    out = await fc.engine.predict(*inputs[0])
+    out = await eng.predict(*inputs[0])
     from service.cache import ModelOutput
     from service.forecasting import Forecast
     output = ModelOutput(*out)
@@ -74,16 +75,18 @@ async def _stages(parts: Any, slots: list[int], repeats: int) -> dict[str, float
         "as_of -> slot (rules)": await sync(lambda i: parts.inputs.as_of_slot(
             ForecastRequest.model_validate_json(bodies[i]).as_of)),
         "Redis: window + cache probe": lambda i: buf.read_window_with(
-            slots[i], 12, [fc.cache.prefetch_key(slots[i])]),
-        "digest (blake2b)": await sync(lambda i: fc.digest(windows[slots[i]], slots[i])),
+            slots[i], 12, [model.cache.prefetch_key(slots[i])]),
+        "digest (blake2b)": await sync(lambda i: fc.digest(windows[slots[i]], slots[i],
+                                                             model.version)),
         "impute": await sync(lambda i: impute(windows[slots[i]], "missing_value", 0.0)),
         "time features (in + out)": await sync(lambda i: (clock.features(slots[i] - 11, 12),
                                                           clock.features(slots[i] + 1, 12))),
         "runtime via run_in_executor": bare,
         "runtime via engine.predict": lambda i: eng.predict(*inputs[i]),
-        "Redis: cache put": lambda i: fc.cache.put(slots[i], bytes(16), output, 60.0),
+        "Redis: cache put": lambda i: model.cache.put(slots[i], bytes(16), output, 60.0),
         "render (fresh)": await sync(lambda i: parts.renderer.render(Forecast(
-            slots[i], windows[slots[i]], output, i.to_bytes(16, "big") + b"r", "buffer", False),
+            model.version, slots[i], windows[slots[i]], output, i.to_bytes(16, "big") + b"r",
+            "buffer", False, "as_of", slots[i]),
             None, steps, False)),
         "metrics (counter + histogram)": await sync(lambda i: (
             parts.metrics.requests.labels("/forecast", "POST", "200").inc(),

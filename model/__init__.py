@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from model.config import ABLATIONS, PRESETS, HimNetConfig, Preset, get_preset
-from model.missing import DEFAULT_RULE, MISSING_VALUE, MissingRule, missing_mask, observed_mask
+from model.missing import DEFAULT_RULE, MISSING_VALUE, MissingRule, missing_mask, observed_mask, parse_rule
 from model.time_features import encode_time, time_features
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ __all__ = [
     "get_preset",
     "missing_mask",
     "observed_mask",
+    "parse_rule",
     "time_features",
 ]
 

@@ -36,6 +36,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from model.missing import parse_rule
+
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
@@ -74,12 +76,13 @@ class Manifest:
     coords: list[list[float]] | None  # [latitude, longitude] per sensor, model order
     scaler_mean: float
     scaler_std: float
-    missing_value: float  # model.missing: the raw reading that means "missing" (0 today)
+    missing_value: float  # the raw reading the model gets in a gap (model.missing: MissingRule.gap_input)
     st_embedding_dim: int
     metrics: dict[str, Any]  # test-split metrics from training
     parity: dict[str, dict[str, float]]  # backend -> batch size -> max |exported - eager| (raw units)
     files: dict[str, str]  # file name -> sha256 hex digest
     export: dict[str, Any] = field(default_factory=dict)  # how it was exported (opset, choices, timings)
+    missing_rule: str = "zero"  # model.missing spelling of what marks a gap; older bundles lack it: zero
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +126,14 @@ class Manifest:
             raise bad(f"scaler_std must be positive, got {self.scaler_std!r}")
         if not (isinstance(self.interval_minutes, (int, float)) and self.interval_minutes > 0):
             raise bad(f"interval_minutes must be positive, got {self.interval_minutes!r}")
+        try:
+            rule = parse_rule(self.missing_rule)
+        except ValueError as exc:
+            raise bad(str(exc)) from exc
+        if not (isinstance(self.missing_value, (int, float)) and np.isfinite(self.missing_value)):
+            raise bad(f"missing_value must be a finite number, got {self.missing_value!r}")
+        if not rule.nan_only and self.missing_value != rule.value:
+            raise bad(f"missing_value {self.missing_value!r} is not the sentinel of rule {rule.spec!r}")
         for name, digest in self.files.items():
             if Path(name).name != name or name in ("", ".", "..", MANIFEST):
                 raise bad(f"file entry {name!r} is not a plain file name inside the bundle")

@@ -1,5 +1,6 @@
 """Online scoring: forecasts wait for the readings they predicted; MAE, RMSE and MAPE per horizon
-over the readings that are present (the dataset's missing value is skipped, as in training)."""
+over the readings that are present under the model's missing-value rule (as in training: under
+``zero`` a 0 is skipped, under ``nan`` it is scored)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from training.datasets import MissingRule
+
 
 @dataclass
 class HorizonStats:
@@ -16,19 +19,23 @@ class HorizonStats:
     abs_sum: float = 0.0
     sq_sum: float = 0.0
     pct_sum: float = 0.0
+    pct_count: int = 0
 
     def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
         err = pred.astype(np.float64) - truth.astype(np.float64)
         self.count += int(err.size)
         self.abs_sum += float(np.abs(err).sum())
         self.sq_sum += float((err ** 2).sum())
-        self.pct_sum += float((np.abs(err) / np.abs(truth)).sum())
+        nonzero = truth != 0  # a real 0 (nan rule) has no percentage error
+        self.pct_count += int(nonzero.sum())
+        self.pct_sum += float((np.abs(err[nonzero]) / np.abs(truth[nonzero])).sum())
 
     def summary(self) -> dict[str, float | int | None]:
         if self.count == 0:
             return {"n": 0, "mae": None, "rmse": None, "mape": None}
         return {"n": self.count, "mae": self.abs_sum / self.count,
-                "rmse": math.sqrt(self.sq_sum / self.count), "mape": self.pct_sum / self.count}
+                "rmse": math.sqrt(self.sq_sum / self.count),
+                "mape": self.pct_sum / self.pct_count if self.pct_count else None}
 
 
 @dataclass
@@ -36,7 +43,7 @@ class OnlineAccuracy:
     """Forecasts waiting for their truth, and error sums per horizon (1-based steps)."""
 
     out_steps: int
-    missing_value: float
+    rule: MissingRule
     horizons: dict[int, HorizonStats] = field(default_factory=dict)
     pending: dict[int, np.ndarray] = field(default_factory=dict)  # as_of row -> T_out × C
 
@@ -49,7 +56,7 @@ class OnlineAccuracy:
 
     def truth_arrived(self, row: int, values: np.ndarray) -> None:
         """Score every pending forecast that predicted ``row``; ``values``: C readings."""
-        present = np.isfinite(values) & (values != self.missing_value)
+        present = np.isfinite(values) & self.rule.observed(values)
         for h in range(1, self.out_steps + 1):
             pred = self.pending.get(row - h)
             if pred is None:

@@ -17,6 +17,7 @@ class ModelInfo:
     out_steps: int
     missing_value: float
     timezone: str | None
+    missing_rule: str = "zero"  # what the model counts as missing; services before the rule: zero
 
 
 class ServiceClient:
@@ -70,7 +71,7 @@ class ServiceClient:
             raise ReplayError(f"model interval of {info['interval_minutes']} minutes is not whole seconds")
         return ModelInfo(sensor_ids=ids, interval_s=int(round(interval_s)), in_steps=int(info["in_steps"]),
                          out_steps=int(info["out_steps"]), missing_value=float(info["missing_value"]),
-                         timezone=info.get("timezone"))
+                         timezone=info.get("timezone"), missing_rule=str(info.get("missing_rule", "zero")))
 
 
 def _json(response: Any, what: str) -> Any:

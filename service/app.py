@@ -2,26 +2,33 @@
 
 Startup (``service/startup.py``) loads and warms the bundle's runtime on the inference thread,
 builds the buffer and cache (Redis when ``REDIS_URL`` is set, in-process otherwise; Redis need
-not be up yet — readiness says so), the write path, the forecaster and the embedding index. A
+not be up yet, and a Redis outage does not make the replica unready: the ``/readyz`` body and
+``himnet_redis_up`` report it), the write path, the forecaster and the embedding index. A
 missing or damaged bundle stops startup with :class:`StartupError` naming the problem.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from model.bundle import Manifest
 from service.admission import Admission
 from service.metrics import Metrics
+from service.openapi import live_document, shape_document
 from service.middleware import BodyLimit, RequestMetrics
 from service.problems import install_problem_handlers
-from service.routes import embeddings, forecast, meta, readings
+from service.routes import admin, embeddings, forecast, meta, readings
 from service.settings import Settings
 from service.startup import StartupError, build_components
+from service.watcher import watch
 
 __all__ = ["StartupError", "create_app"]
 
@@ -30,8 +37,18 @@ log = logging.getLogger("service")
 DESCRIPTION = """Traffic forecasts from a HimNet (KDD 2024) model bundle.
 
 Post sensor readings to `/readings` (API key required), ask `/forecast` for forecasts per
-sensor and horizon, inspect what the model learned under `/embeddings`. Errors are
-`application/problem+json` (RFC 9457)."""
+sensor and horizon, inspect what the model learned under `/embeddings`. Bodies are JSON
+(`Content-Type: application/json`); `null` marks a missing reading. Errors are
+`application/problem+json` (RFC 9457); the examples below use this server's sensors and the
+current time slot."""
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document: shaped once; once started, with the bundle's ids and examples."""
+    if app.openapi_schema is None:
+        app.openapi_schema = shape_document(FastAPI.openapi(app))
+    parts = getattr(app.state, "components", None)
+    return app.openapi_schema if parts is None else live_document(app.openapi_schema, parts)
 
 
 def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
@@ -50,20 +67,33 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         app.state.components = parts
         parts.ready = True
         metrics.set_ready_function(  # himnet_ready without anyone calling /readyz
-            lambda: float(parts.ready and parts.engine.runtime is not None))
+            lambda: float(parts.serving()))
         log.info("serving %s %s (%s, %s) with a %s buffer", parts.manifest.model_name,
                  parts.manifest.model_version, parts.runtime.backend, parts.runtime.provider,
                  "Redis" if parts.buffer.shared else "memory")
+        watcher = None
+        if settings.watch_interval_s is not None and settings.models_dir is not None:
+            watcher = asyncio.create_task(watch(settings.models_dir, settings.watch_interval_s,
+                                                parts.reloader))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with suppress(asyncio.CancelledError):
+                    await watcher
             await parts.close()
+            metrics.refresh_ready()  # multiprocess mode: this worker no longer counts ready
 
-    app = FastAPI(title="HimNet forecast service", version="1", description=DESCRIPTION,
-                  lifespan=lifespan)
+    # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts from the installed
+    # fastapi-offline package (mounted under /static-offline-docs), not from a CDN.
+    app = FastAPIOffline(title="HimNet forecast service", version="1", description=DESCRIPTION,
+                         lifespan=lifespan)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     app.state.metrics = metrics
     install_problem_handlers(app, retry_after_s=settings.retry_after_s)
-    for router in (readings.router, forecast.router, embeddings.router, meta.router):
+    for router in (readings.router, forecast.router, embeddings.router, meta.router,
+                   admin.router):
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

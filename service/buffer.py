@@ -8,8 +8,13 @@ sensors never reads rows written for another layout):
   ``SETRANGE``; the key expires ``retention`` after its slot ends.
 * ``<prefix>:slots`` — sorted set of slots holding readings (score = slot), for "latest".
 
-A batch is written in one MULTI/EXEC transaction, so it is stored entirely or not at all, and a
-window is read with one MGET. :class:`MemoryBuffer` behaves the same inside one process.
+A batch is written in one MULTI/EXEC transaction (stored entirely or not at all), a window is
+read with one MGET (its end: ``service/window_end.py``); :class:`MemoryBuffer` does the same.
+
+Optionally (``min_replicas``) the transaction is followed, on the same connection and in the
+same round trip, by ``WAIT min_replicas timeout``: a batch fewer replicas acknowledged in time
+is reported as ``BufferUnavailable(operation="replicate")``: stored on the primary, perhaps not
+durable; the client may send it again (a reading overwrites its own earlier value).
 """
 
 from __future__ import annotations
@@ -17,20 +22,22 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from redis import asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
+
+from service.window_end import EVERY_SLOT, EndRule, LatestWindow
 
 FLOAT = np.dtype("<f4")
-
-
-StoreOperation = Literal["read", "write", "cache"]
+StoreOperation = Literal["read", "write", "write_uncertain", "replicate", "cache"]
 
 
 class BufferUnavailable(RuntimeError):
@@ -43,6 +50,16 @@ class BufferUnavailable(RuntimeError):
     def __init__(self, message: str, operation: StoreOperation) -> None:
         super().__init__(message)
         self.operation: StoreOperation = operation
+
+
+class WriteUncertain(BufferUnavailable):
+    """A write timed out: Redis may still apply it (the transaction may have been sent).
+
+    A retry is safe: a write sets the same bytes again (readings are idempotent).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "write_uncertain")
 
 
 def _ignore(operation: str) -> None:
@@ -114,19 +131,24 @@ class ReadingBuffer(abc.ABC):
     async def latest_slot(self) -> int | None:
         """Newest slot with any reading, or None when the buffer is empty."""
 
-    async def latest_window(
-        self, length: int, extra_prefix: str | None
-    ) -> tuple[int, np.ndarray, bytes | None] | None:
-        """The newest slot, its window and the value of ``extra_prefix + slot`` (if asked).
+    async def latest_window(self, length: int, extra_prefix: str | None,
+                            pick: EndRule = EVERY_SLOT) -> LatestWindow | None:
+        """The default window: it ends at the newest slot that ``pick`` accepts.
 
-        None when the buffer is empty. The Redis buffer does this in one round trip.
+        ``pick`` looks back at most ``pick.lookback`` slots from the newest slot with readings
+        for one holding at least ``pick.min_readings`` readings; when none does, the window
+        ends at the best-covered of them. ``extra_prefix + end`` is fetched with it (if
+        asked). None when the buffer is empty. The Redis buffer does this in one round trip.
         """
-        latest = await self.latest_slot()
-        if latest is None:
+        newest = await self.latest_slot()
+        if newest is None:
             return None
-        window, extra = await self.read_window_with(
-            latest, length, [f"{extra_prefix}{latest}"] if extra_prefix else [])
-        return latest, window, (extra[0] if extra else None)
+        span = length + pick.lookback
+        window, _ = await self.read_window_with(newest, span, ())
+        counts = (~np.isnan(window[::-1][: pick.lookback + 1])).sum(axis=1)  # newest first
+        back, met = pick.choose(counts.tolist())
+        end = span - back
+        return LatestWindow(newest, newest - back, window[end - length:end], None, met)
 
     @abc.abstractmethod
     async def ping(self) -> bool:
@@ -175,17 +197,36 @@ class MemoryBuffer(ReadingBuffer):
         return True
 
 
-# Newest slot, its window and one extra key, in one round trip. It touches keys it is not
-# given in KEYS, which standalone Redis (and a single-shard setup) allows.
+# The default window in one round trip: the newest slot, the newest of it and the ARGV[6]
+# slots before it holding at least ARGV[5] readings (else the best-covered of them; a missing
+# reading is the NaN pattern ARGV[7], stored values are finite), that slot's window and one
+# extra key for it.
+# Answers {newest, end, met, blobs..., extra}. It touches keys it is not given in KEYS, which
+# standalone Redis (and a single-shard setup) allows.
 _LATEST_WINDOW = """
 local top = redis.call('ZRANGE', KEYS[1], '+inf', ARGV[1], 'BYSCORE', 'REV', 'LIMIT', 0, 1)
 if #top == 0 then return {} end
-local last = tonumber(top[1])
+local newest = tonumber(top[1])
+local need, back, nan = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local last, met, best = newest, 0, -1
+for s = newest, newest - back, -1 do
+  local blob = redis.call('GET', ARGV[3] .. s)
+  local count = 0
+  if blob then
+    for i = 1, #blob, 4 do
+      if string.sub(blob, i, i + 3) ~= nan then count = count + 1 end
+    end
+  end
+  if count >= need then last, met = s, 1 break end
+  if count > best then last, best = s, count end
+end
 local keys = {}
 for s = last - tonumber(ARGV[2]) + 1, last do keys[#keys + 1] = ARGV[3] .. s end
 if ARGV[4] ~= '' then keys[#keys + 1] = ARGV[4] .. last end
 local out = redis.call('MGET', unpack(keys))
-table.insert(out, 1, top[1])
+table.insert(out, 1, met)
+table.insert(out, 1, last)
+table.insert(out, 1, newest)
 return out
 """
 
@@ -207,11 +248,18 @@ class RedisBuffer(ReadingBuffer):
         interval_s: int,
         retention_slots: int,
         on_error: Callable[[str], None] = _ignore,
+        *,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 200,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(num_nodes, interval_s, retention_slots)
         self.client = client
         self.prefix = prefix
         self.on_error = on_error
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
+        self._on_close = on_close
         self._empty_row = np.full(num_nodes, np.nan, dtype=FLOAT).tobytes()
         self._latest_window = client.register_script(_LATEST_WINDOW)
 
@@ -222,8 +270,8 @@ class RedisBuffer(ReadingBuffer):
     def slots_key(self) -> str:
         return f"{self.prefix}:slots"
 
-    async def write(self, updates: Sequence[SlotUpdate]) -> None:
-        pipe = self.client.pipeline(transaction=True)
+    def _queue(self, pipe: Pipeline, updates: Sequence[SlotUpdate]) -> None:
+        """The commands of one batch's transaction."""
         for up in updates:
             key = self.slot_key(up.slot)
             pipe.set(key, self._empty_row, nx=True, pxat=int(self.expires_at(up.slot) * 1000))
@@ -231,11 +279,52 @@ class RedisBuffer(ReadingBuffer):
                 pipe.setrange(key, first * FLOAT.itemsize, vals.astype(FLOAT).tobytes())
         pipe.zadd(self.slots_key, {str(up.slot): up.slot for up in updates})
         pipe.zremrangebyscore(self.slots_key, "-inf", f"({self.oldest_kept()}")
+
+    async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        if self.min_replicas:
+            return await self._write_and_wait(updates)
+        pipe = self.client.pipeline(transaction=True)
+        self._queue(pipe, updates)
         try:
             await pipe.execute()
+        except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
+            self.on_error("write")
+            raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
         except (RedisError, OSError) as exc:
             self.on_error("write")
             raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
+
+    async def _write_and_wait(self, updates: Sequence[SlotUpdate]) -> None:
+        """MULTI … EXEC, then WAIT, in one round trip on one connection.
+
+        WAIT counts the replicas that have every write of *its own connection*, so it cannot be
+        a separate call (the pool may hand out another connection). A plain pipeline with the
+        transaction spelled out does it; without response callbacks, since the queued commands
+        answer QUEUED and their real results come inside EXEC's reply.
+        """
+        pipe = Pipeline(self.client.connection_pool, {}, transaction=False, shard_hint=None)
+        pipe.execute_command("MULTI")
+        self._queue(pipe, updates)
+        pipe.execute_command("EXEC")
+        pipe.execute_command("WAIT", self.min_replicas, self.replica_timeout_ms)
+        try:
+            *_, applied, acked = await pipe.execute()
+        except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
+            self.on_error("write")
+            raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            self.on_error("write")
+            raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
+        failed = ([r for r in applied if isinstance(r, Exception)] if isinstance(applied, list)
+                  else [applied])  # not a list: EXEC was aborted
+        if failed:
+            self.on_error("write")
+            raise BufferUnavailable(f"Redis refused the readings: {failed[0]}", "write")
+        if int(acked) < self.min_replicas:
+            self.on_error("write")
+            raise BufferUnavailable(
+                f"{acked} of {self.min_replicas} replica(s) acknowledged the readings within "
+                f"{self.replica_timeout_ms} ms", "replicate")
 
     async def read_window_with(
         self, last_slot: int, length: int, extra_keys: Sequence[str]
@@ -267,21 +356,22 @@ class RedisBuffer(ReadingBuffer):
             raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         return int(top[0][1]) if top else None
 
-    async def latest_window(
-        self, length: int, extra_prefix: str | None
-    ) -> tuple[int, np.ndarray, bytes | None] | None:
+    async def latest_window(self, length: int, extra_prefix: str | None,
+                            pick: EndRule = EVERY_SLOT) -> LatestWindow | None:
         try:
             out = await self._latest_window(
                 keys=[self.slots_key],
-                args=[self.oldest_kept(), length, f"{self.prefix}:slot:", extra_prefix or ""])
+                args=[self.oldest_kept(), length, f"{self.prefix}:slot:", extra_prefix or "",
+                      pick.min_readings, pick.lookback, self._empty_row[: FLOAT.itemsize]])
         except (RedisError, OSError) as exc:
             self.on_error("read")
             raise BufferUnavailable(f"Redis did not answer: {exc}", "read") from exc
         if not out:
             return None
-        blobs = [b or None for b in out[1:]]  # Lua turns a missing key into false
+        blobs = [b or None for b in out[3:]]  # Lua turns a missing key into false
         extra = blobs[length] if extra_prefix else None
-        return int(out[0]), self.decode(blobs[:length]), extra
+        return LatestWindow(int(out[0]), int(out[1]), self.decode(blobs[:length]), extra,
+                            bool(out[2]))
 
     async def ping(self) -> bool:
         try:
@@ -292,16 +382,19 @@ class RedisBuffer(ReadingBuffer):
 
     async def close(self) -> None:
         await self.client.aclose()
+        if self._on_close is not None:
+            await self._on_close()
 
 
-def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
-    """A client that fails fast while Redis is down and reconnects by itself afterwards."""
-    return aioredis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
-        decode_responses=False,
-    )
+def connection_options(timeout_s: float) -> dict[str, object]:
+    """Fail fast while Redis is down and reconnect by itself afterwards: one immediate retry
+    (a dropped idle connection, or a promoted replica behind Sentinel), then an error."""
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 1), "health_check_interval": 0,
+            "decode_responses": False}
+
+
+def redis_client(url: str, timeout_s: float, password: str | None = None) -> aioredis.Redis:
+    """A client for the Redis at ``url`` (``password``: from the secret file, if any)."""
+    return aioredis.from_url(url, password=password, **connection_options(timeout_s))
 

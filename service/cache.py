@@ -25,6 +25,11 @@ from service.buffer import BufferUnavailable
 DIGEST_BYTES = 16
 
 
+def cache_namespace(store_prefix: str, model_version: str, policy: str) -> str:
+    """Key namespace of one model version's cached outputs: versions never share an entry."""
+    return f"{store_prefix}:fc:{model_version}:{policy}"
+
+
 @dataclass(frozen=True)
 class ModelOutput:
     """One window's forecast (``T_out × N``, raw units) and ST embedding (``N × d_st``)."""
@@ -66,6 +71,10 @@ class ForecastCache(abc.ABC):
 
     def key(self, last_slot: int) -> str:
         return f"{self.namespace}:{last_slot}"
+
+    @abc.abstractmethod
+    def for_model(self, codec: OutputCodec, namespace: str) -> ForecastCache:
+        """An empty cache of the same store for another model (its codec and namespace)."""
 
     def affected(self, slots: Iterable[int]) -> set[int]:
         """Last slots of the windows whose input covers any of ``slots``."""
@@ -133,6 +142,9 @@ class MemoryForecastCache(ForecastCache):
         super().__init__(codec, namespace, in_steps)
         self._lru = LRU(capacity)
 
+    def for_model(self, codec: OutputCodec, namespace: str) -> MemoryForecastCache:
+        return MemoryForecastCache(codec, namespace, self.in_steps, self._lru.capacity)
+
     async def get(self, last_slot: int, digest: bytes, prefetched: bytes | None = None
                   ) -> ModelOutput | None:
         entry = self._lru.get(last_slot)
@@ -166,6 +178,9 @@ class RedisForecastCache(ForecastCache):
         super().__init__(codec, namespace, in_steps)
         self.client = client
         self.on_error = on_error
+
+    def for_model(self, codec: OutputCodec, namespace: str) -> RedisForecastCache:
+        return RedisForecastCache(codec, namespace, self.in_steps, self.client, self.on_error)
 
     def prefetch_key(self, last_slot: int) -> str | None:
         return self.key(last_slot)

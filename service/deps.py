@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from model.bundle import Manifest
 from service.buffer import ReadingBuffer
@@ -19,8 +20,11 @@ from service.embeddings import EmbeddingIndex
 from service.forecasting import Forecaster
 from service.inference import InferenceEngine
 from service.ingest import Ingest
+from service.models import ModelSlot
 from service.inputs import ForecastInputs
 from service.metrics import Metrics
+from service.problems import Problem
+from service.reload import Reloader
 from service.rendering import ForecastRenderer
 from service.runtime import Runtime
 from service.security import Access, check_key
@@ -60,12 +64,51 @@ RendererDep = Annotated[ForecastRenderer, Depends(_part("renderer"))]
 EmbeddingsDep = Annotated[EmbeddingIndex, Depends(_part("embeddings"))]
 AccessDep = Annotated[Access, Depends(_part("access"))]
 MetricsDep = Annotated[Metrics, Depends(_part("metrics"))]
-ReadyDep = Annotated[bool, Depends(_part("ready"))]
+ReloaderDep = Annotated[Reloader, Depends(_part("reloader"))]
+ModelsDep = Annotated[ModelSlot, Depends(_part("models"))]
 
 
-async def require_key(request: Request, access: AccessDep) -> None:
+async def serving(request: Request) -> bool:
+    """Readiness (see :meth:`~service.state.Components.serving`)."""
+    return components(request).serving()
+
+
+ServingDep = Annotated[bool, Depends(serving)]
+
+
+# The two ways to present the key (service/security.py), declared so that OpenAPI documents
+# them as security schemes; the check itself reads the headers (auto_error=False).
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", auto_error=False,
+                              description="The service's API key (HIMNET_API_KEY).")
+BEARER = HTTPBearer(scheme_name="Bearer", auto_error=False,
+                    description="The same API key as 'Authorization: Bearer <key>'.")
+
+
+async def require_key(
+    request: Request,
+    access: AccessDep,
+    _header: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> None:
     """Dependency for writes and admin actions."""
     check_key(request, access)
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<anything>+json`` (what FastAPI parses as JSON)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def json_body(request: Request) -> None:
+    """415 for a body that is not JSON; FastAPI would read it as bytes and answer a 422 about
+    the body's fields, which misleads. An empty body (allowed on /forecast) passes."""
+    if await request.body() and not is_json(request.headers.get("content-type")):
+        given = request.headers.get("content-type") or "none"
+        raise Problem(415, "unsupported-media-type",
+                      f"the body must be JSON sent as 'Content-Type: application/json' "
+                      f"(given: {given})", accepted=["application/json"])
 
 
 async def read_access(request: Request, access: AccessDep) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_LISTED = 50  # a refusal lists at most this many items of a kind, and counts all of them
+
 
 class ServiceError(Exception):
     """A refusal the caller can act on.
@@ -30,3 +32,7 @@ class InvalidInput(ServiceError):
 
 class NotFound(ServiceError):
     """There is nothing to answer from (no readings, no such sensor)."""
+
+
+class Conflict(ServiceError):
+    """The request cannot be carried out in the service's current state (nothing changed)."""

@@ -72,6 +72,8 @@ class InferenceEngine:
         self.runtime: Any = None
         self.thread_ident: int | None = None
         self._queue: deque[_Job] = deque()
+        self._thread: threading.Thread | None = None
+        self._closed = False
         self._pending = 0
         self._running = 0  # windows in the batch on the inference thread (0: idle)
         self._running_since = 0.0
@@ -83,6 +85,12 @@ class InferenceEngine:
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def alive(self) -> bool:
+        """The runtime is loaded and warmed and its thread still runs (readiness)."""
+        return (self.runtime is not None and not self._closed and self._thread is not None
+                and self._thread.is_alive())
+
     async def load(self, bundle_dir: Path, backend: str, device: str, threads: int,
                    manifest: Manifest | None = None) -> Any:
         """Load and warm the bundle's runtime on the inference thread.
@@ -93,6 +101,7 @@ class InferenceEngine:
 
         def _load() -> Any:
             self.thread_ident = threading.get_ident()
+            self._thread = threading.current_thread()
             runtime = load_runtime(bundle_dir, backend=backend, device=device, threads=threads,
                                    warmup=True, manifest=manifest)
             started = time.perf_counter()
@@ -143,6 +152,12 @@ class InferenceEngine:
 
     def _dispatch(self) -> None:
         """Start the next batch if the engine is idle (on the event loop)."""
+        if self._closed:  # a retired model: nothing queued on it will run any more
+            while self._queue:
+                job = self._queue.popleft()
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the model was closed"))
+            return
         self._expire()
         if self._running or not self._queue:
             if self._running and self._timer is None:
@@ -239,6 +254,10 @@ class InferenceEngine:
                 return
 
     def close(self) -> None:
+        """Stop the thread (any thread may call this); forecasts still queued get an error."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._queue:  # their futures belong to the event loop: fail them there
+            self._queue[0].future.get_loop().call_soon_threadsafe(self._dispatch)

@@ -1,11 +1,14 @@
 """The write path: validate a batch of snapshots, store it in the buffer all or nothing, and
 tell the forecaster which slots changed.
 
-Rules (each broken rule is reported with the offending timestamps/sensors, nothing is stored):
-the timestamp rules of :class:`~service.timeslots.InputRules` (on the interval, not in the
+Rules (every broken rule of a request is reported at once, nothing is stored): the timestamp
+rules of :class:`~service.timeslots.InputRules` (supported dates, on the interval, not in the
 future, within retention), each timestamp once per request, known sensors, and finite values
-within the plausible range. Refusals are :class:`~service.errors.InvalidInput`; an unreachable
-store is :class:`~service.buffer.BufferUnavailable` (both mapped in ``service/problems.py``).
+within the plausible range; ``null`` is no reading (nothing stored for that sensor). A refusal
+lists the first :data:`~service.errors.MAX_LISTED` violations and counts all of them per
+reason. Refusals are :class:`~service.errors.InvalidInput`; an unreachable store is
+:class:`~service.buffer.BufferUnavailable`, a write Redis did not confirm in time
+:class:`~service.buffer.WriteUncertain` (all mapped in ``service/problems.py``).
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from service.buffer import BufferUnavailable, ReadingBuffer, SlotUpdate
-from service.errors import InvalidInput
+from service.buffer import BufferUnavailable, ReadingBuffer, SlotUpdate, WriteUncertain
+from service.errors import MAX_LISTED, InvalidInput
 from service.forecasting import Forecaster
 from service.metrics import Metrics
 from service.schemas import Snapshot
 from service.timeslots import InputRules, TimestampRejected
-
-MAX_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Stored:
 
     accepted: int  # readings
     slots: int  # distinct slots
-    latest_slot: int
+    latest_slot: int | None  # None: every value was null, nothing written
 
 
 class _Errors:
@@ -53,14 +54,17 @@ class _Errors:
     def detail(self) -> str:
         parts = [f"{n} reading(s) {reason.replace('_', ' ')}" for reason, n in self.tally.items()]
         if self.unknown:
-            listed = ", ".join(sorted(self.unknown)[:MAX_LISTED])
-            parts.append(f"unknown sensors: {listed}")
+            listed = ", ".join(sorted(self.unknown)[:10])
+            more = f" and {len(self.unknown) - 10} more" if len(self.unknown) > 10 else ""
+            parts.append(f"unknown sensors: {listed}{more}")
         return "readings refused, nothing stored: " + "; ".join(parts)
 
     def refusal(self) -> InvalidInput:
-        extra: dict[str, Any] = {"errors": self.items}
+        extra: dict[str, Any] = {"errors": self.items, "counts": dict(self.tally),
+                                 "errors_total": sum(self.tally.values())}
         if self.unknown:
-            extra["unknown_sensors"] = sorted(self.unknown)
+            extra["unknown_sensors"] = sorted(self.unknown)[:MAX_LISTED]
+            extra["unknown_sensors_total"] = len(self.unknown)
         slug = "unknown-sensors" if set(self.tally) == {"unknown_sensor"} else "invalid-readings"
         return InvalidInput(slug, self.detail(), **extra)
 
@@ -95,7 +99,9 @@ class Ingest:
             raise InvalidInput("too-many-timestamps",
                                f"{len(snapshots)} timestamps in one request; the limit is "
                                f"{self.max_batch_timestamps}")
-        updates = self._validate(snapshots, time.time())
+        updates = [u for u in self._validate(snapshots, time.time()) if len(u.index)]
+        if not updates:  # only nulls: nothing to store
+            return Stored(accepted=0, slots=0, latest_slot=None)
         await self._write(updates)
         slots = {u.slot for u in updates}
         await self.forecaster.readings_changed(slots)
@@ -129,32 +135,37 @@ class Ingest:
                        hint="each timestamp may appear once per request")
             return None
         seen.add(slot)
-        ids = list(snap.values)
-        unknown = [k for k in ids if k not in self.position]
-        if unknown:
-            errors.unknown.update(unknown)
-            errors.tally["unknown_sensor"] += len(unknown)
+        unknown = [k for k in snap.values if k not in self.position]
+        for sensor in unknown:
+            errors.add("unknown_sensor", 1, timestamp=ts, sensor=sensor)
+        errors.unknown.update(unknown)
+        ids = [k for k, v in snap.values.items() if v is not None and k in self.position]
+        values = np.fromiter((snap.values[k] for k in ids), dtype=np.float64, count=len(ids))
+        faults = self._check_values(ts, ids, values, errors)  # checked even beside unknown ids
+        if unknown or faults:
             return None
-        values = np.fromiter(snap.values.values(), dtype=np.float64, count=n)
-        self._check_values(ts, ids, values, errors)
-        index = np.fromiter((self.position[k] for k in ids), dtype=np.int64, count=n)
+        index = np.fromiter((self.position[k] for k in ids), dtype=np.int64, count=len(ids))
         return SlotUpdate(slot, index, values.astype(np.float32))
 
-    def _check_values(self, ts: str, ids: list[str], values: np.ndarray, errors: _Errors) -> None:
+    def _check_values(self, ts: str, ids: list[str], values: np.ndarray,
+                      errors: _Errors) -> bool:
+        """Add the value faults of one snapshot to ``errors``; whether there were any."""
         not_finite, out_of_range = self.rules.value_faults(values)
-        for i in np.flatnonzero(not_finite)[:MAX_LISTED]:
+        for i in np.flatnonzero(not_finite):
             errors.add("not_finite", 1, timestamp=ts, sensor=ids[i])
-        if not_finite.sum() > MAX_LISTED:
-            errors.tally["not_finite"] += int(not_finite.sum()) - MAX_LISTED
         allowed = [self.rules.value_min, self.rules.value_max]
         for i in np.flatnonzero(out_of_range):
             errors.add("out_of_range", 1, timestamp=ts, sensor=ids[i], value=float(values[i]),
                        allowed=allowed)
+        return bool(not_finite.any() or out_of_range.any())
 
     async def _write(self, updates: list[SlotUpdate]) -> None:
-        """All updates in one transaction; a refused write counts its readings as rejected."""
+        """All updates in one transaction; a refused write counts its readings as rejected, an
+        unconfirmed one (Redis may apply it later) does not."""
         try:
             await self.buffer.write(updates)
+        except WriteUncertain:
+            raise
         except BufferUnavailable:
             self.metrics.readings_rejected.labels("store_unavailable").inc(
                 sum(len(u.index) for u in updates))

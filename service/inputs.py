@@ -7,13 +7,14 @@ Timestamps and values are checked by :class:`~service.timeslots.InputRules`; ref
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import numpy as np
 
-from service.errors import InvalidInput
+from service.errors import MAX_LISTED, InvalidInput
 from service.schemas import InputWindow
 from service.timeslots import InputRules, TimestampRejected
 
@@ -34,8 +35,10 @@ class ForecastInputs:
         unknown = sorted({n for n in names if n not in self.position})
         if unknown:
             raise InvalidInput("unknown-sensors",
-                               f"{len(unknown)} unknown sensor(s): {', '.join(unknown[:50])}; "
-                               "GET /embeddings lists the sensors", unknown_sensors=unknown)
+                               f"{len(unknown)} unknown sensor(s): {', '.join(unknown[:10])}"
+                               f"{' …' if len(unknown) > 10 else ''}; GET /embeddings lists the "
+                               "sensors", unknown_sensors=unknown[:MAX_LISTED],
+                               unknown_sensors_total=len(unknown))
 
     def steps(self, horizons: list[int] | None, minutes: list[float] | None) -> list[int]:
         """Requested horizons as 1-based steps, in request order without repeats (None: all)."""
@@ -44,6 +47,9 @@ class ForecastInputs:
         if minutes is not None:
             steps = []
             for m in minutes:
+                if not math.isfinite(m):  # Python's JSON reads NaN, Infinity and 1e309
+                    raise InvalidInput("invalid-horizon", f"horizon of {m} minutes: horizons "
+                                       "must be finite numbers")
                 step = m / interval_min
                 if abs(step - round(step)) > 1e-9 or not 1 <= round(step) <= out_steps:
                     raise InvalidInput(
@@ -77,16 +83,17 @@ class ForecastInputs:
         Timestamps first, then values; a stateless window has no retention limit.
         """
         last = self._last_slot(win.timestamps)
-        grid = self._values(win) if win.values is not None else self._series(win)
-        given = ~np.isnan(grid)  # NaN (null in JSON) marks a missing reading
-        not_finite, out_of_range = self.rules.value_faults(grid[given])
+        grid, given = self._values(win) if win.values is not None else self._series(win)
+        not_finite, out_of_range = self.rules.value_faults(grid[given])  # null marks missing
         if not_finite.any():
-            raise _invalid("window values must be finite (use null for missing)")
+            raise _invalid(f"{int(not_finite.sum())} window value(s) are NaN or infinite: "
+                           "values must be finite numbers, null marks a missing reading")
         if out_of_range.any():
             raise _invalid(f"{int(out_of_range.sum())} window value(s) outside the plausible "
                            f"range [{self.rules.value_min:g}, {self.rules.value_max:g}]")
         if not given.any():
             raise _invalid("the window holds no readings at all")
+        grid[~given] = np.nan
         return grid.astype(np.float32), last
 
     def _last_slot(self, timestamps: list[datetime]) -> int:
@@ -110,26 +117,33 @@ class ForecastInputs:
             raise _invalid(exc.describe(f"window end {timestamps[-1].isoformat()}")) from exc
         return slots[-1]
 
-    def _values(self, win: InputWindow) -> np.ndarray:
+    def _values(self, win: InputWindow) -> tuple[np.ndarray, np.ndarray]:
+        """``T_in × N`` values (float64) and where they were given (not null)."""
         assert win.values is not None
         t_in, n = self.in_steps, self.num_nodes
         if len(win.values) != t_in or any(len(row) != n for row in win.values):
             widths = sorted({len(row) for row in win.values})
             raise _invalid(f"'values' must be {t_in} rows × {n} sensors (model order), got "
                            f"{len(win.values)} rows of width {widths}")
-        return np.array([[np.nan if v is None else v for v in row] for row in win.values],
+        given = np.array([[v is not None for v in row] for row in win.values], dtype=bool)
+        grid = np.array([[0.0 if v is None else v for v in row] for row in win.values],
                         dtype=np.float64)
+        return grid, given
 
-    def _series(self, win: InputWindow) -> np.ndarray:
+    def _series(self, win: InputWindow) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`_values`, from ``series``; absent sensors are missing throughout."""
         assert win.series is not None
         self.check_sensors(win.series)
-        grid = np.full((self.in_steps, self.num_nodes), np.nan)
+        grid = np.zeros((self.in_steps, self.num_nodes))
+        given = np.zeros((self.in_steps, self.num_nodes), dtype=bool)
         for sensor, series in win.series.items():
             if len(series) != self.in_steps:
                 raise _invalid(f"series of sensor {sensor} has {len(series)} values, needs "
                                f"{self.in_steps}")
-            grid[:, self.position[sensor]] = [np.nan if v is None else v for v in series]
-        return grid
+            col = self.position[sensor]
+            given[:, col] = [v is not None for v in series]
+            grid[:, col] = [0.0 if v is None else v for v in series]
+        return grid, given
 
 
 def _invalid(detail: str) -> InvalidInput:

@@ -33,8 +33,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 
                    1.0, 2.5, 5.0)
 # Known label values, created at zero. tests/service/test_metrics_init.py checks that every value
 # the service code passes to .labels() (or to the cache's on_error) is listed here.
-REJECT_REASONS = ("misaligned", "in_future", "too_old", "duplicate_timestamp", "unknown_sensor",
-                  "not_finite", "out_of_range", "store_unavailable")
+REJECT_REASONS = ("unsupported_date", "misaligned", "in_future", "too_old", "duplicate_timestamp",
+                  "unknown_sensor", "not_finite", "out_of_range", "store_unavailable")
 REDIS_OPERATIONS = ("ping", "read", "write", "cache_get", "cache_put", "cache_invalidate",
                     "cache_clear")
 CACHE_SOURCES = ("buffer", "request")
@@ -42,6 +42,7 @@ CACHE_SOURCES = ("buffer", "request")
 # bound, or a model run that could not start within the deadline (service/inference.py).
 SHED_REASONS = ("in_flight", "queue_full", "start_deadline")
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+RELOAD_OUTCOMES = ("loaded", "unchanged", "refused", "failed", "rolled_back")
 
 
 class Metrics:
@@ -88,14 +89,30 @@ class Metrics:
         self.model_info = Gauge("himnet_model_info", "The served model (value is always 1)",
                                 ["model_name", "model_version", "backend", "provider",
                                  "num_nodes"], registry=r, multiprocess_mode="max")
-        self.ready = Gauge("himnet_ready", "1 when the instance can serve (read at scrape time; "
-                           "with several workers: when every live worker can)", registry=r,
-                           multiprocess_mode="livemin")
+        self.model_reloads = Counter("himnet_model_reloads_total",
+                                     "Model reloads and rollbacks by outcome", ["outcome"],
+                                     registry=r)
+        self.ready = Gauge("himnet_ready", "1 when the instance can serve: model loaded and "
+                           "warmed, inference thread alive, not shutting down (read at scrape "
+                           "time; Redis is not part of it; with several workers: when every "
+                           "live worker can)", registry=r, multiprocess_mode="livemin")
         self._ready_fn: Callable[[], float] | None = None
+        self._model_labels: tuple[str, ...] | None = None
+        self.redis_up = Gauge("himnet_redis_up", "1 when the shared store (Redis) answered at the "
+                              "last scrape or readiness check, 0 when it did not; NaN with the "
+                              "in-process buffer (no Redis)", registry=r,
+                              multiprocess_mode="livemin")
+        self.redis_up.set(float("nan"))
+        self._create_known_series()
+
+    def _create_known_series(self) -> None:
+        """Every known label value at zero (see the module docstring)."""
         for reason in REJECT_REASONS:
             self.readings_rejected.labels(reason)
         for operation in REDIS_OPERATIONS:
             self.redis_errors.labels(operation)
+        for outcome in RELOAD_OUTCOMES:
+            self.model_reloads.labels(outcome)
         for source in CACHE_SOURCES:
             self.cache_hits.labels(source)
             self.cache_misses.labels(source)
@@ -146,15 +163,30 @@ class Metrics:
             self.ready.set_function(ready)
         else:
             self._ready_fn = ready
-            self.ready.set(ready())
+            self.refresh_ready()
+
+    def refresh_ready(self) -> None:
+        """Store the readiness function's value now (multiprocess mode: at each scrape and when
+        the worker starts shutting down; a single process reads it at scrape time anyway)."""
+        if self._ready_fn is not None:
+            self.ready.set(self._ready_fn())
+
+    def show_model(self, *labels: str) -> None:
+        """``himnet_model_info`` names only the model with ``labels``: the old series goes (one
+        process) or to 0 (multiprocess mode: ``clear()`` is not implemented for its files)."""
+        if multiprocess_dir() is None:
+            self.model_info.clear()
+        elif self._model_labels is not None:
+            self.model_info.labels(*self._model_labels).set(0)
+        self.model_info.labels(*labels).set(1)
+        self._model_labels = labels
 
     def render(self) -> bytes:
         """The exposition text: this app's registry, or every worker's files (multiprocess)."""
         directory = multiprocess_dir()
         if directory is None:
             return generate_latest(self.registry)
-        if self._ready_fn is not None:
-            self.ready.set(self._ready_fn())
+        self.refresh_ready()
         forget_dead_workers(directory)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=directory)

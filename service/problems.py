@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from service.buffer import BufferUnavailable, StoreOperation
-from service.errors import InvalidInput, NotFound, ServiceError
+from service.errors import Conflict, InvalidInput, NotFound, ServiceError
 from service.inference import Overloaded
 
 log = logging.getLogger("service")
@@ -41,11 +41,17 @@ _TITLES = {
 }
 
 # Domain error kind -> status; a kind not listed here is a 422 (the request broke a rule).
-_DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 404}
+_DOMAIN_STATUS: dict[type[ServiceError], int] = {InvalidInput: 422, NotFound: 404, Conflict: 409}
 
 # What the client is told when the store fails, per failed operation.
 _STORE_DETAIL: dict[StoreOperation, str] = {
     "write": "the reading buffer (Redis) is unreachable; nothing was stored, retry later",
+    "write_uncertain": "the reading buffer (Redis) did not confirm the write in time: the "
+                       "readings MAY have been stored; retrying the same request is safe (the "
+                       "same values overwrite)",
+    "replicate": "the readings reached the Redis primary but no replica confirmed them in time, "
+                 "so they may not be durable; retry is safe (a reading replaces its own "
+                 "earlier value)",
     "read": "the reading buffer (Redis) is unreachable; forecasts from a window sent with the "
             "request still work",
     "cache": "the forecast cache (Redis) is unreachable",
@@ -111,6 +117,20 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"  # FastAPI's 400 (undecodable body)
+
+
+def _json_error(exc: RequestValidationError) -> str | None:
+    """The detail of a body that is not valid JSON (FastAPI reports it as ``json_invalid``)."""
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            loc = err.get("loc", ())
+            where = f" at character {loc[-1]}" if len(loc) > 1 else ""
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            return f"the body is not valid JSON: {reason}{where}"
+    return None
+
+
 def domain_status(exc: ServiceError) -> int:
     """The HTTP status of a domain error (its nearest listed kind)."""
     for kind in type(exc).__mro__:
@@ -138,8 +158,10 @@ def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
 
     @app.exception_handler(BufferUnavailable)
     async def _store(request: Request, exc: BufferUnavailable) -> Response:
-        return problem_response(503, "store-unavailable", _STORE_DETAIL[exc.operation],
-                                headers=retry, instance=request.url.path)
+        slug = "store-write-uncertain" if exc.operation == "write_uncertain" \
+            else "store-unavailable"
+        return problem_response(503, slug, _STORE_DETAIL[exc.operation], headers=retry,
+                                instance=request.url.path)
 
     @app.exception_handler(Overloaded)
     async def _busy(request: Request, exc: Overloaded) -> Response:
@@ -148,6 +170,9 @@ def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        undecodable = _json_error(exc)
+        if undecodable is not None:  # not JSON at all: a bad request, not a broken rule
+            return problem_response(400, "invalid-json", undecodable, instance=request.url.path)
         errors = _validation_errors(exc)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(p for p in first["loc"] if p != "body") or "body"
@@ -161,6 +186,8 @@ def install_problem_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:  # e.g. not UTF-8
+            slug, detail = "invalid-json", "the body could not be decoded as JSON (UTF-8 text)"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no endpoint at {request.url.path}; see /docs for the API"
         return problem_response(exc.status_code, slug, detail, headers=exc.headers,

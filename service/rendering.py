@@ -1,14 +1,18 @@
 """The JSON body of a forecast, memoised per window and request shape.
 
 Rendering 2,484 floats costs more than a cache hit, so identical answers are encoded once: the
-key is the window's digest plus which sensors, horizons and extras were asked for. The
-per-sensor arrays are encoded straight from numpy (orjson), never as one Python float per
-value: at 883 sensors with the ST embedding that took 51 ms on a loaded box, almost all of it
-allocating the Python floats (docs/performance.md, "Large networks").
+key is the window's digest (which carries the model version, so a reload never serves another
+model's body), where it came from (``source``, why it ends where it ends, the newest reading)
+plus which sensors, horizons and extras were asked for. The age of the newest reading changes
+with every request, so it is appended to the memoised body each time. The per-sensor arrays are
+encoded straight from numpy (orjson), never as one Python float per value: at 883 sensors with
+the ST embedding that took 51 ms on a loaded box, almost all of it allocating the Python floats
+(docs/performance.md, "Large networks").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +32,6 @@ class ForecastRenderer:
         clock: SlotClock,
         *,
         sensor_ids: Sequence[str],
-        model_version: str,
         missing_policy: str,
         decimals: int | None,
         capacity: int = 512,
@@ -37,7 +40,6 @@ class ForecastRenderer:
         self.sensor_ids = list(sensor_ids)
         self.position = {s: i for i, s in enumerate(self.sensor_ids)}
         self._keys = [orjson.dumps(s) + b":[" for s in self.sensor_ids]  # '"id":[' per sensor
-        self.model_version = model_version
         self.missing_policy = missing_policy
         self.decimals = decimals
         self._bodies = LRU(capacity)
@@ -45,13 +47,20 @@ class ForecastRenderer:
     def render(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
                with_st: bool) -> bytes:
         """The body for ``sensors`` (None: all, model order) at ``steps`` (1-based)."""
-        memo_key = (fc.digest, None if sensors is None else tuple(sensors), tuple(steps), with_st)
-        cached = self._bodies.get(memo_key)
-        if cached is not None:
-            return cached  # type: ignore[return-value]
-        encoded = orjson.dumps(self._body(fc, sensors, steps, with_st))  # ~6x faster than json
-        self._bodies.put(memo_key, encoded)
-        return encoded
+        memo_key = (fc.digest, fc.source, fc.end_reason, fc.newest_slot,
+                    None if sensors is None else tuple(sensors), tuple(steps), with_st)
+        encoded = self._bodies.get(memo_key)
+        if encoded is None:
+            encoded = orjson.dumps(self._body(fc, sensors, steps, with_st))  # ~6x faster than json
+            self._bodies.put(memo_key, encoded)
+        return encoded[:-1] + self._age(fc.newest_slot)  # type: ignore[index]
+
+    def _age(self, newest_slot: int | None) -> bytes:
+        """``,"newest_reading_age_s":…}``: seconds since the newest reading's slot started."""
+        if newest_slot is None:
+            return b',"newest_reading_age_s":null}'
+        age = time.time() - newest_slot * self.clock.interval_s
+        return b',"newest_reading_age_s":' + orjson.dumps(round(age, 1)) + b"}"
 
     def clear(self) -> None:
         """Forget every memoised body."""
@@ -67,21 +76,17 @@ class ForecastRenderer:
         values = fc.output.forecast[np.ix_(rows, cols)].T.astype(np.float64)
         if self.decimals is not None:
             values = np.round(values, self.decimals)
-        missing = np.isnan(fc.window).all(axis=0)
         body: dict[str, Any] = {
-            "model_version": self.model_version,
+            "model_version": fc.model_version,
             "as_of": clock.iso(fc.last_slot),
+            "window_end_reason": fc.end_reason,
+            "newest_reading": None if fc.newest_slot is None else clock.iso(fc.newest_slot),
             "source": fc.source,
             "units": "raw",
             "horizons": [{"step": h, "minutes": h * clock.interval_s / 60.0,
                           "timestamp": clock.iso(fc.last_slot + h)} for h in steps],
             "forecasts": self._rows(cols, values),  # NaN would become null
-            "quality": {
-                "observed_fraction": round(float((~np.isnan(fc.window)).mean()), 6),
-                "missing_policy": self.missing_policy,
-                "sensors_missing": [ids[i] for i in np.flatnonzero(missing[cols])],
-                "sensors_missing_total": int(missing.sum()),
-            },
+            "quality": self._quality(fc.window, ids, cols),
         }
         if with_st:
             st = fc.output.st_embedding[cols].astype(np.float64)
@@ -91,8 +96,33 @@ class ForecastRenderer:
     def _rows(self, cols: np.ndarray, matrix: np.ndarray) -> orjson.Fragment:
         """``{"<sensor>": [row...], ...}`` for ``matrix`` (len(cols) × k, float64), encoded by
         orjson from the array in one call and split per row (no Python float per value)."""
+        if not len(cols):
+            return orjson.Fragment(b"{}")
         encoded = orjson.dumps(np.ascontiguousarray(matrix), option=orjson.OPT_SERIALIZE_NUMPY)
         rows = encoded[2:-2].split(b"],[")  # '[[a,b],[c,d]]' -> [b'a,b', b'c,d']
         keys = self._keys
         return orjson.Fragment(b"{" + b"],".join([keys[c] + r for c, r in zip(cols.tolist(), rows)])
                                + b"]}")
+
+    def _quality(self, window: np.ndarray, ids: Sequence[str], cols: np.ndarray
+                 ) -> dict[str, Any]:
+        """Coverage of the window (``T_in × N``, NaN = imputed) and the imputed sensors, of
+        those asked for (``ids`` at model positions ``cols``) and in total."""
+        gaps = np.isnan(window)  # T_in × N
+
+        def listed(mask: np.ndarray) -> list[str]:
+            return [ids[i] for i in np.flatnonzero(mask[cols])]
+
+        anywhere, last, always = gaps.any(axis=0), gaps[-1], gaps.all(axis=0)
+        return {
+            "observed_fraction": round(float((~gaps).mean()), 6),
+            "slot_coverage": np.round((~gaps).mean(axis=1), 6).tolist(),
+            "last_slot_coverage": round(float((~gaps[-1]).mean()), 6),
+            "missing_policy": self.missing_policy,
+            "sensors_missing": listed(always),
+            "sensors_missing_total": int(always.sum()),
+            "sensors_imputed": listed(anywhere),
+            "sensors_imputed_total": int(anywhere.sum()),
+            "sensors_imputed_last_slot": listed(last),
+            "sensors_imputed_last_slot_total": int(last.sum()),
+        }

@@ -7,10 +7,12 @@ types so FastAPI can document and parse them.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt,
+                      model_validator)
 
 
 class ProblemDetail(BaseModel):
@@ -24,13 +26,48 @@ class ProblemDetail(BaseModel):
     instance: str | None = None
 
 
+_ANSWERS = {
+    400: "The body is not valid JSON (or not UTF-8): type urn:himnet:problem:invalid-json",
+    401: "No API key, or a wrong one (send X-API-Key or Authorization: Bearer)",
+    403: "No API key is configured on the server, so writes are refused",
+    404: "Nothing there (unknown sensor, or no readings for the window)",
+    413: "The body is larger than the server's limit",
+    415: "The body is not sent as Content-Type: application/json",
+    422: "The request breaks a rule; 'errors' lists what",
+    503: "The buffer (Redis) is unreachable or the model is busy; see Retry-After",
+}
+
+
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries documenting problem+json answers."""
+    """OpenAPI ``responses=`` entries documenting problem+json answers (the media type and
+    schema are set for every error answer by ``service/openapi.py``)."""
     return {
         code: {"model": ProblemDetail, "content": {"application/problem+json": {}},
-               "description": "Problem details (RFC 9457)"}
+               "description": "Problem details (RFC 9457): " + _ANSWERS.get(code, "error")}
         for code in codes
     }
+
+
+# --- input types -------------------------------------------------------------------------------
+NAIVE_RULE = ("An ISO-8601 string (numbers are refused). With an offset (Z, +02:00) it is "
+              "converted; without one it is the model's local wall-clock time (the manifest's "
+              "time zone, GET /model 'timezone'; UTC when it names none), the first of a "
+              "repeated hour. Dates from 1900 up to 2200 (UTC).")
+MISSING_RULE = ("JSON numbers (integers allowed; strings and booleans are refused); null marks "
+                "a missing reading. NaN and Infinity are not JSON and are refused.")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Timestamps are ISO-8601 strings: pydantic alone would read a number (or a string of
+    digits) as Unix time in UTC, while a naive ISO string is local time."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise ValueError("must be an ISO-8601 string such as 2026-11-25T21:35:00Z")
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_8601)]
+Reading = StrictFloat | None  # a JSON number or null (missing); non-finite ones: InputRules
 
 
 # --- readings ----------------------------------------------------------------------------------
@@ -38,13 +75,14 @@ class Snapshot(BaseModel):
     """Readings of some sensors at one slot; other sensors of that slot are left untouched."""
 
     model_config = ConfigDict(extra="forbid")
-    timestamp: datetime = Field(
-        description="ISO-8601 start of the slot; must lie on the model's interval. With an offset "
-        "it is converted; without one it is the model's local wall-clock time.",
+    timestamp: Timestamp = Field(
+        description="Start of the slot; must lie on the model's interval. " + NAIVE_RULE,
         examples=["2026-11-25T21:35:00Z"],
     )
-    values: dict[str, float] = Field(
-        min_length=1, description="sensor id → reading in raw units", examples=[{"773869": 61.5}]
+    values: dict[str, Reading] = Field(
+        min_length=1, description="sensor id → reading in raw units. " + MISSING_RULE
+        + " A null stores nothing (an earlier value of that sensor and slot stays).",
+        examples=[{"773869": 61.5}]
     )
 
 
@@ -58,7 +96,8 @@ class ReadingsIn(BaseModel):
 class ReadingsAck(BaseModel):
     accepted: int = Field(description="Readings stored.")
     slots: int = Field(description="Distinct time slots written.")
-    latest: str = Field(description="Newest slot written (UTC).")
+    latest: str | None = Field(description="Newest slot written (UTC); null when every value "
+                               "was null.")
 
 
 # --- forecasts ---------------------------------------------------------------------------------
@@ -70,9 +109,10 @@ class InputWindow(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    timestamps: list[datetime] = Field(min_length=1)
-    values: list[list[float | None]] | None = None
-    series: dict[str, list[float | None]] | None = None
+    timestamps: list[Timestamp] = Field(min_length=1, description="T_in consecutive slot "
+                                        "starts, oldest first. " + NAIVE_RULE)
+    values: list[list[Reading]] | None = Field(None, description=MISSING_RULE)
+    series: dict[str, list[Reading]] | None = Field(None, description=MISSING_RULE)
 
     @model_validator(mode="after")
     def _one_layout(self) -> InputWindow:
@@ -86,15 +126,17 @@ class ForecastRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     sensors: list[str] | None = Field(None, min_length=1, description="Default: all sensors.")
-    horizons: list[int] | None = Field(
+    horizons: list[StrictInt] | None = Field(
         None, min_length=1, description="Steps ahead (1 … T_out). Default: all."
     )
-    horizon_minutes: list[float] | None = Field(
+    horizon_minutes: list[StrictFloat] | None = Field(
         None, min_length=1, description="Minutes ahead (multiples of the interval); "
         "alternative to 'horizons'."
     )
-    as_of: datetime | None = Field(
-        None, description="Last input slot. Default: the newest slot with readings."
+    as_of: Timestamp | None = Field(
+        None, description="Last input slot. Default: the newest slot where at least "
+        "HIMNET_MIN_SLOT_COVERAGE of the sensors reported (see 'window_end_reason'). "
+        + NAIVE_RULE
     )
     window: InputWindow | None = Field(
         None, description="Forecast from this window instead of the buffer (stateless mode)."
@@ -118,16 +160,37 @@ class Horizon(BaseModel):
 
 class InputQuality(BaseModel):
     observed_fraction: float = Field(description="Observed share of the T_in × N input window.")
+    slot_coverage: list[float] = Field(
+        description="Share of the sensors that reported, per input slot (oldest first).")
+    last_slot_coverage: float = Field(description="Share of the sensors in the last input slot.")
     missing_policy: str
     sensors_missing: list[str] = Field(
         description="Requested sensors without a single reading in the window."
     )
     sensors_missing_total: int = Field(description="All sensors without a reading in the window.")
+    sensors_imputed: list[str] = Field(
+        description="Requested sensors with at least one imputed slot in the window.")
+    sensors_imputed_total: int = Field(description="All sensors with an imputed slot.")
+    sensors_imputed_last_slot: list[str] = Field(
+        description="Requested sensors imputed in the last input slot.")
+    sensors_imputed_last_slot_total: int = Field(
+        description="All sensors imputed in the last input slot.")
 
 
 class ForecastResponse(BaseModel):
     model_version: str
-    as_of: str = Field(description="Last input slot (UTC).")
+    as_of: str = Field(description="Last input slot (UTC): the window end.")
+    window_end_reason: str = Field(
+        description="Why the window ends there: 'as_of' (asked for), 'window' (the last "
+        "timestamp of a window sent with the request), 'newest slot with coverage >= X' (the "
+        "default, HIMNET_MIN_SLOT_COVERAGE), 'best-covered of the newest K slot(s) (none "
+        "reached coverage X)' or 'newest slot' (threshold 0).",
+        examples=["newest slot with coverage >= 0.9"])
+    newest_reading: str | None = Field(
+        description="Newest slot with a reading (UTC): in the buffer for a default window "
+        "end (it may be newer than as_of), in the window otherwise.")
+    newest_reading_age_s: float | None = Field(
+        description="Seconds from the start of that slot to this answer.")
     source: Literal["buffer", "request"]
     units: str = "raw"
     horizons: list[Horizon]
@@ -174,6 +237,15 @@ class SensorEmbedding(BaseModel):
     spatiotemporal: SpatiotemporalEmbedding | None = None
 
 
+class ModelRef(BaseModel):
+    """One loaded model, as the admin actions and ``/model`` name it."""
+
+    model_name: str
+    model_version: str
+    created_at: str = Field(description="When the bundle was exported (ISO-8601, UTC).")
+    loaded_at: datetime = Field(description="When this replica loaded and warmed it.")
+
+
 class ModelInfo(BaseModel):
     model_name: str
     model_version: str
@@ -187,8 +259,30 @@ class ModelInfo(BaseModel):
     interval_minutes: float
     timezone: str | None
     missing_value: float
+    missing_rule: str = Field("zero", description="What marks a missing reading (zero, nan or value:<x>): "
+                              "under zero a posted 0 counts as missing.")
     missing_policy: str
     metrics: dict[str, Any]
+    loaded_at: datetime = Field(description="When this replica loaded and warmed the model.")
+    previous: ModelRef | None = Field(
+        None, description="The model kept for POST /admin/rollback (None: nothing reloaded yet).")
+
+
+class ReloadRequest(BaseModel):
+    """Which bundle ``POST /admin/reload`` loads."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", examples=["2026-12-03.1"],
+        description="A version directory of HIMNET_MODELS_DIR; unset: the configured bundle "
+        "directory (HIMNET_BUNDLE_DIR) as it is on disk now.")
+
+
+class ReloadResult(BaseModel):
+    outcome: Literal["loaded", "unchanged", "rolled_back"]
+    active: ModelRef
+    previous: ModelRef | None = None
+    took_s: float = Field(description="Seconds to verify, load, warm and swap.")
 
 
 class Health(BaseModel):

@@ -5,12 +5,16 @@ cache agree on it without coordination. Time features always come from
 ``model.time_features`` with the manifest's zone, the same function training used.
 
 :class:`InputRules` is the one place that validates client timestamps (on the interval, not in
-the future, within retention) and values (finite, in range); every conversion of a client
-timestamp to a slot goes through it, so stricter limits (extreme dates) belong there too.
+the future, within retention, within the supported dates) and values (finite, in range);
+every conversion of a client timestamp to a slot goes through it. The supported dates
+(1900 … 2199, UTC) keep every later conversion (slot starts, hints, time features in the
+model's zone) inside what ``datetime`` can represent: year 1 with a +14:00 offset or
+9999-12-31T23:59:59Z would overflow one of them.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -80,9 +84,13 @@ class SlotClock:
 
 
 # --- what a client may send ----------------------------------------------------------------------
-TimestampReason = Literal["misaligned", "in_future", "too_old"]
+TimestampReason = Literal["misaligned", "in_future", "too_old", "unsupported_date"]
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)  # first moment no longer supported
 
 _SENTENCES: dict[str, str] = {
+    "unsupported_date": "{subject} is outside the supported dates: {hint}",
     "misaligned": "{subject} is not on the model's interval: {hint}",
     "in_future": "{subject} is in the future: {hint}",
     "too_old": "{subject} is {hint}",
@@ -128,10 +136,23 @@ class InputRules:
         self.value_min = value_min
         self.value_max = value_max
 
+    def seconds(self, moment: datetime) -> float:
+        """Epoch seconds of a client timestamp, refused outside the supported dates."""
+        try:
+            seconds = self.clock.epoch(moment)
+        except (OverflowError, ValueError, OSError):  # beyond datetime's range in some zone
+            seconds = math.nan
+        if not EARLIEST.timestamp() <= seconds < LATEST.timestamp():
+            raise TimestampRejected(
+                "unsupported_date", f"timestamps must lie from {EARLIEST.date()} up to "
+                f"{LATEST.date()} (UTC)")
+        return seconds
+
     def on_grid(self, moment: datetime) -> int:
         """The slot that starts exactly at ``moment``."""
-        slot, aligned = self.clock.slot_of(moment)
-        if not aligned:
+        seconds = self.seconds(moment)
+        slot = int(seconds // self.clock.interval_s)
+        if seconds != slot * self.clock.interval_s:
             raise TimestampRejected(
                 "misaligned", f"timestamps must be multiples of {self.clock.interval_s} s, "
                 f"e.g. {self.clock.iso(slot)} or {self.clock.iso(slot + 1)}")
@@ -139,7 +160,7 @@ class InputRules:
 
     def not_ahead(self, moment: datetime, now: float) -> None:
         """``moment`` is not later than the server clock plus the tolerated skew."""
-        if self.clock.epoch(moment) > now + self.clock_skew_s:
+        if self.seconds(moment) > now + self.clock_skew_s:
             raise TimestampRejected(
                 "in_future", f"more than {self.clock_skew_s:g} s ahead of the server clock")
 

@@ -159,14 +159,15 @@ def neighbour_overlap(learned: np.ndarray, road: np.ndarray, k: int, seed: int =
 # --- what a cluster means -------------------------------------------------------------------------
 def daily_profiles(data: SensorData) -> dict[str, np.ndarray]:
     """Per sensor and time-of-day slot, the mean reading over weekdays and over weekends
-    (missing readings, 0, left out): ``{"weekday": N × S, "weekend": N × S}``; NaN where none."""
+    (missing readings, as the data's rule marks them, left out): ``{"weekday": N × S, "weekend": N × S}``;
+    NaN where none."""
     feats = time_features(data.timestamps, data.steps_per_day)
     slot = np.minimum((feats[:, 0] * data.steps_per_day).astype(np.int64), data.steps_per_day - 1)
     weekend = feats[:, 1] >= 5
     out = {}
     for name, rows in (("weekday", ~weekend), ("weekend", weekend)):
         vals = data.values[rows].astype(np.float64)
-        valid = vals != 0
+        valid = data.missing.observed(vals)
         sums = np.zeros((data.steps_per_day, data.num_nodes))
         counts = np.zeros((data.steps_per_day, data.num_nodes))
         np.add.at(sums, slot[rows], np.where(valid, vals, 0.0))

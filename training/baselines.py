@@ -1,6 +1,6 @@
 """Two baselines every model must beat, computed on exactly the evaluation windows.
 
-- last value: each sensor's last observed (non-zero) reading in the input window, held flat;
+- last value: each sensor's last observed reading in the input window, held flat;
 - historical average: mean of the training data at the same (time-of-day slot, day of week),
   falling back to the slot's mean over all days, then the sensor's mean, where training data
   never saw that context (LOS-LOOP's one week has no training Wednesday, for instance).
@@ -12,18 +12,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model.missing import observed_mask
+from model.missing import DEFAULT_RULE, MissingRule
 from model.time_features import time_features
 from training.datasets.base import SensorData
 
 
-def last_value(x_raw: Tensor, out_steps: int, fallback: Tensor) -> Tensor:
-    """x_raw: B × T_in × N raw inputs (0 = missing) -> B × T_out × N forecast.
+def last_value(x_raw: Tensor, out_steps: int, fallback: Tensor, rule: MissingRule = DEFAULT_RULE) -> Tensor:
+    """x_raw: B × T_in × N raw inputs (gaps as ``rule`` marks them) -> B × T_out × N forecast.
 
     ``fallback`` (N) is used for a sensor with no reading in the whole window.
     """
     b, t_in, n = x_raw.shape
-    observed = observed_mask(x_raw)  # B × T_in × N
+    observed = rule.observed(x_raw)  # B × T_in × N
     pos = torch.arange(t_in).view(1, t_in, 1).expand(b, t_in, n)
     last = torch.where(observed, pos, torch.full_like(pos, -1)).max(dim=1).values  # B × N
     value = x_raw.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)  # B × N
@@ -39,8 +39,9 @@ class HistoricalAverage:
         feats = time_features(data.timestamps, spd)  # T × 2
         self.slot = np.rint(feats[:, 0] * spd).astype(np.int64) % spd  # T
         self.dow = feats[:, 1].astype(np.int64)  # T
-        vals = data.values[rows].astype(np.float64)  # R × N
-        seen = observed_mask(vals).astype(np.float64)
+        seen_mask = data.missing.observed(data.values[rows])  # R × N
+        vals = np.where(seen_mask, data.values[rows], 0.0).astype(np.float64)  # R × N, gaps add nothing
+        seen = seen_mask.astype(np.float64)
         n = data.num_nodes
         sums = np.zeros((7, spd, n))
         counts = np.zeros((7, spd, n))

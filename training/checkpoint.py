@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from model import HimNet, HimNetConfig
+from model.missing import MissingRule, parse_rule
 
 CHECKPOINT_FORMAT = 1
 
@@ -34,7 +35,13 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     train_settings: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    missing_rule: str = "zero"  # model.missing spelling; checkpoints written before the rule existed: zero
     format_version: int = CHECKPOINT_FORMAT
+
+    @property
+    def rule(self) -> MissingRule:
+        """What marked a missing reading in the data this model was trained on."""
+        return parse_rule(self.missing_rule)
 
     def build_model(self) -> HimNet:
         """A HimNet with these weights, in eval mode."""
@@ -69,7 +76,8 @@ class Checkpoint:
             got = payload.get("format_version") if isinstance(payload, dict) else type(payload).__name__
             raise CheckpointError(f"{path}: checkpoint format {got!r}, expected {CHECKPOINT_FORMAT}")
         known = {f.name for f in dataclasses.fields(cls)}
-        missing = known - set(payload) - {"coords", "timezone", "metrics", "train_settings", "created_at"}
+        missing = known - set(payload) - {"coords", "timezone", "metrics", "train_settings", "created_at",
+                                           "missing_rule"}
         if missing:
             raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
         try:
@@ -78,6 +86,10 @@ class Checkpoint:
             raise CheckpointError(f"{path}: bad config: {exc}") from exc
         if payload.get("coords") is not None:
             payload["coords"] = [tuple(c) for c in payload["coords"]]
+        try:
+            payload["missing_rule"] = parse_rule(payload.get("missing_rule", "zero")).spec
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
         ckpt = cls(**{k: v for k, v in payload.items() if k in known})
         n = ckpt.config.num_nodes
         if len(ckpt.sensor_ids) != n:

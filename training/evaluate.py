@@ -39,19 +39,21 @@ def evaluate_model(model: nn.Module, prepared: PreparedData, split: str = "test"
     steps = ds.out_steps
     hist = HistoricalAverage(prepared.data, prepared.train_rows)
     fallback = hist.sensor_mean  # N
-    sums = {name: MetricSums(steps) for name in MODEL_NAMES}
+    rule = prepared.data.missing  # what the data (and the model's training) counts as missing
+    sums = {name: MetricSums(steps, rule) for name in MODEL_NAMES}
     for lo in range(0, len(ds), batch_size):
         batch = ds[list(range(lo, min(lo + batch_size, len(ds))))]
         target = batch.target.squeeze(-1)  # B × T_out × N, raw
         out = model(batch.x.to(device), batch.y_cov.to(device))  # B × T_out × N × 1, scaled
         sums["model"].update(prepared.scaler.inverse(out.squeeze(-1).cpu()), target)
         rows_in = batch.start[:, None] + torch.arange(ds.in_steps)  # B × T_in
-        sums["last_value"].update(last_value(ds.raw[rows_in], steps, fallback), target)
+        sums["last_value"].update(last_value(ds.raw[rows_in], steps, fallback, rule), target)
         rows_out = batch.start[:, None] + ds.in_steps + torch.arange(steps)  # B × T_out
         sums["historical_average"].update(hist.predict(rows_out), target)
     report = {name: s.result() for name, s in sums.items()}
     report["num_windows"] = len(ds)
     report["split"] = split
+    report["missing_rule"] = rule.spec
     return report
 
 
@@ -87,9 +89,11 @@ def check_compatible(ckpt: Checkpoint, data: SensorData, where: str = "checkpoin
                               f"{data.interval_minutes:g}")
 
 
-def data_from_settings(settings: dict[str, Any]) -> SensorData:
-    """Re-load the dataset a checkpoint was trained on, restricted the same way."""
-    data = load_dataset(settings.get("data", "synthetic"), **dict(settings.get("data_options") or {}))
+def data_from_settings(settings: dict[str, Any], missing: str = "zero") -> SensorData:
+    """Re-load the dataset a checkpoint was trained on, restricted the same way, under its
+    missing-value rule (``missing``: the checkpoint's, unless the recorded options name one)."""
+    options = {"missing": missing, **dict(settings.get("data_options") or {})}
+    data = load_dataset(settings.get("data", "synthetic"), **options)
     if settings.get("selection"):
         return data.reselect(settings["selection"])
     if settings.get("max_nodes"):
@@ -101,14 +105,15 @@ def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | 
                         split: str | None = None, device: str = "cpu", batch_size: int = 64,
                         data_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint with its own scaler on ``split`` (default: the split it was trained
-    with, test part). ``data`` defaults to the dataset recorded in the checkpoint."""
+    with, test part). ``data`` defaults to the dataset recorded in the checkpoint; it is read
+    under the checkpoint's missing-value rule unless ``data_options`` name another."""
     where = str(checkpoint) if not isinstance(checkpoint, Checkpoint) else "checkpoint"
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     settings = ckpt.train_settings or {}
     if data is None:
-        data = data_from_settings(settings)
+        data = data_from_settings(settings, ckpt.missing_rule)
     elif not isinstance(data, SensorData):
-        data = load_dataset(data, **(data_options or {}))
+        data = load_dataset(data, **{"missing": ckpt.missing_rule, **(data_options or {})})
         if settings.get("max_nodes") and data.num_nodes > len(ckpt.sensor_ids):
             data = data.subset(nodes=int(settings["max_nodes"]))
     check_compatible(ckpt, data, where)
@@ -127,7 +132,8 @@ USER_ERRORS = (CheckpointError, DatasetError, ValueError)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint written by 'himnet train'")
     parser.add_argument("--data", help="dataset name or path (default: the one the checkpoint was trained on)")
-    add_data_option(parser, "reader option, e.g. start=2012-03-01T00:00 (repeatable)")
+    add_data_option(parser, "reader option, e.g. start=2012-03-01T00:00 (repeatable); missing= defaults to "
+                            "the checkpoint's rule")
     parser.add_argument("--split", help="split spec (default: the checkpoint's), e.g. 7:1:2, los-loop, official")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -85,7 +85,7 @@ def validation_loss(model: nn.Module, ds: WindowDataset, prepared: PreparedData,
     for batch in shard_batches(ds, settings.eval_batch_size, info):
         batch = batch.to(device)
         pred = prepared.scaler.inverse(model(batch.x, batch.y_cov))  # B × T_out × N × 1
-        total, count = loss_terms(settings.loss, pred, batch.target)
+        total, count = loss_terms(settings.loss, pred, batch.target, prepared.data.missing)
         sums += torch.stack([total.double(), count.double()])
     all_reduce_sum(sums, info)
     return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
@@ -278,7 +278,7 @@ def _step(run: _Run, batch: Any, batches_seen: int) -> float:
     """One optimiser step on ``batch``; its loss."""
     out = run.net(batch.x, batch.y_cov, batch.labels, batches_seen)  # B × T_out × N × 1, scaled
     pred = run.prepared.scaler.inverse(out)
-    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target)
+    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target, run.prepared.data.missing)
     loss = loss_sum / count.clamp_min(1.0)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()

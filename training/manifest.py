@@ -14,7 +14,6 @@ import numpy as np
 from torch import Tensor
 
 from model.bundle import BUNDLE_FORMAT, Manifest, utc_now_iso
-from model.missing import MISSING_VALUE
 from training.checkpoint import Checkpoint
 
 
@@ -59,7 +58,8 @@ def build_manifest(checkpoint: Checkpoint, *, contraction: str, files: dict[str,
         coords=None if coords is None else [[float(a), float(b)] for a, b in coords],
         scaler_mean=float(checkpoint.scaler_mean),
         scaler_std=float(checkpoint.scaler_std),
-        missing_value=MISSING_VALUE,
+        missing_value=checkpoint.rule.gap_input(checkpoint.scaler_mean),
+        missing_rule=checkpoint.rule.spec,
         st_embedding_dim=config.st_embedding_dim,
         metrics=jsonable(checkpoint.metrics),
         parity=parity,

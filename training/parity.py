@@ -20,7 +20,6 @@ import torch
 from model.bundle import INPUT_NAMES, OUTPUT_NAMES
 from model.config import HimNetConfig
 from model.himnet import HimNet
-from model.missing import MISSING_VALUE
 from model.serving import assemble_inputs
 from model.time_features import time_features
 from training.checkpoint import Checkpoint
@@ -64,7 +63,7 @@ def synthetic_parity_data(checkpoint: Checkpoint, batch: int = 16, seed: int = 0
     readings = checkpoint.scaler_mean + checkpoint.scaler_std * rng.standard_normal(
         (batch, c.in_steps, c.num_nodes))
     readings = np.maximum(readings, 0.0)
-    readings[rng.random(readings.shape) < 0.05] = MISSING_VALUE
+    readings[rng.random(readings.shape) < 0.05] = checkpoint.rule.gap_input(checkpoint.scaler_mean)
     step = np.timedelta64(int(round(checkpoint.interval_minutes * 60)), "s")
     base = np.datetime64("2024-01-01T00:00:00", "s")  # a Monday
     starts = base + rng.integers(0, 14 * 86400 // int(step.astype(int)), batch) * step

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from himnet.args import add_data_option, embedding_dims, int_list, parse_data_options
-from model import HimNet, HimNetConfig, get_preset
+from model import HimNet, HimNetConfig, get_preset, parse_rule
 from training import distributed
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
@@ -40,6 +40,7 @@ class TrainSettings:
 
     data: str = "synthetic"
     data_options: dict[str, Any] = field(default_factory=dict)
+    missing: str | None = None  # missing-value rule (zero | nan | value:<x>); default: the reader's (zero)
     preset: str = "metr-la"
     split: str | None = None  # "7:1:2", "6:2:2", "los-loop", "official"; default: the preset's
     in_steps: int = 12
@@ -131,11 +132,16 @@ def train_model(data: SensorData | str | Path = "synthetic", **options: Any) -> 
     """
     settings = TrainSettings(**options)
     if isinstance(data, SensorData):
+        if settings.missing is not None and parse_rule(settings.missing) != data.missing:
+            raise ValueError(f"missing={settings.missing!r} but the data given was read under "
+                             f"{data.missing.spec!r}: read it with missing={settings.missing}")
         settings.data = data.source or data.name
         settings.data_options = dict(data.load_options)
     else:
+        settings.data_options = _with_rule(settings.data_options, settings.missing)
         data = load_dataset(data, **settings.data_options)
         settings.data, settings.data_options = data.source, dict(data.load_options)
+    settings.missing = data.missing.spec
     if settings.max_nodes:
         data = data.subset(nodes=settings.max_nodes)
     if settings.threads:
@@ -151,6 +157,16 @@ def train_model(data: SensorData | str | Path = "synthetic", **options: Any) -> 
             handler.close()
 
 
+def _with_rule(data_options: dict[str, Any], missing: str | None) -> dict[str, Any]:
+    """Reader options with the ``--missing`` rule in them; refuses two different rules."""
+    given = data_options.get("missing")
+    if missing is None or given is None:
+        return {**data_options, "missing": missing} if missing is not None else dict(data_options)
+    if parse_rule(given) != parse_rule(missing):
+        raise ValueError(f"--missing {missing} disagrees with --data-option missing={given}")
+    return dict(data_options)
+
+
 def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo, device: torch.device,
            run_dir: Path) -> Checkpoint:
     wall_start = time.monotonic()
@@ -158,7 +174,9 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
     prepared = prepare(data, split, config.in_steps, config.out_steps)
     sizes = {k: len(v) for k, v in prepared.splits.items()}
     if info.is_main:
-        log.info("data %s", json.dumps(data.describe()))
+        summary = data.describe()
+        log.info("data %s", json.dumps(summary))
+        log.info("missing readings (rule %s): %.2f %%", summary["missing_rule"], 100 * summary["missing_fraction"])
         log.info("split %s -> windows %s; scaler mean %.4f std %.4f", split, sizes, prepared.scaler.mean,
                  prepared.scaler.std)
         log.info("model %s", json.dumps(config.to_dict()))
@@ -188,7 +206,7 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
         scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std, sensor_ids=list(data.sensor_ids),
         interval_minutes=float(data.interval_minutes), dataset=data.name,
         coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
-        timezone=data.timezone, metrics=metrics, train_settings=train_settings)
+        timezone=data.timezone, metrics=metrics, train_settings=train_settings, missing_rule=data.missing.spec)
     if info.is_main:
         path = ckpt.save(run_dir / "checkpoint.pt")
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -230,7 +248,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--data", default="synthetic",
                    help="'synthetic', 'los-loop', or a path: data.npz (+index.npz), *.h5, PEMS0X.npz, wide *.csv, a directory")
     add_data_option(g, "reader option (repeatable): start=, interval_minutes=, timezone=, adjacency=, "
-                       "locations=, format=, or for synthetic num_sensors=, days=, seed=")
+                       "locations=, format=, missing=, or for synthetic num_sensors=, days=, seed=, kind=counts")
+    g.add_argument("--missing", metavar="RULE",
+                   help="what marks a missing reading: zero (default; the benchmarks' convention), nan "
+                        "(empty cells only: 0 is a reading, e.g. count data) or value:<x> (a sentinel); "
+                        "recorded in the checkpoint and the bundle")
     g.add_argument("--split", help="7:1:2, 6:2:2, custom ratios, 'los-loop' (80/20, last 10%% of train = val) "
                                    "or 'official' (index.npz); default: the preset's")
     g.add_argument("--in-steps", type=int, default=12)
@@ -262,7 +284,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = dict(
-        data_options=parse_data_options(args.data_option), preset=args.preset, split=args.split,
+        data_options=parse_data_options(args.data_option), missing=args.missing, preset=args.preset, split=args.split,
         in_steps=args.in_steps, out_steps=args.out_steps, max_nodes=args.max_nodes, epochs=args.epochs,
         max_steps=args.max_steps, max_time=args.max_time, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, hidden=args.hidden, lr=args.lr, lr_milestones=args.lr_milestones,

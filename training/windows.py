@@ -31,16 +31,26 @@ class Scaler:
 
     @classmethod
     def fit(cls, values: np.ndarray) -> Scaler:
-        """Mean and std of all values (zeros = missing included, as the official code does)."""
+        """Mean and std of all values (zeros = missing included, as the official code does);
+        NaN (a gap under the ``nan`` rule) is left out."""
         values = np.asarray(values, dtype=np.float64)
-        std = float(values.std())
-        return cls(float(values.mean()), std if std > 0 else 1.0)
+        if np.isnan(values).all():
+            raise ValueError("no readings to fit the scaler on: every training value is missing")
+        std = float(np.nanstd(values))
+        return cls(float(np.nanmean(values)), std if std > 0 else 1.0)
 
     def transform(self, values: np.ndarray | Tensor) -> np.ndarray | Tensor:
         return (values - self.mean) / self.std
 
     def inverse(self, values: np.ndarray | Tensor) -> np.ndarray | Tensor:
         return values * self.std + self.mean
+
+
+def model_inputs(raw: Tensor, scaler: Scaler) -> Tensor:
+    """T × N raw -> T × N scaled model inputs. A NaN gap (``nan`` rule) becomes 0, the scaler
+    mean: the model must get a finite input, and the service fills such gaps with the mean too
+    (manifest ``missing_value``). Sentinel gaps (0, x) keep the sentinel, as the paper does."""
+    return torch.nan_to_num(scaler.transform(raw).float(), nan=0.0)
 
 
 def parse_split(spec: str | tuple[float, ...] | list[float]) -> str | tuple[float, float, float]:
@@ -143,7 +153,7 @@ class WindowDataset(Dataset):
             raise DatasetError(data.source or data.name, "a window runs past the end of the data")
         # Shared across the three splits when given, so the series is held once.
         self.raw = raw if raw is not None else torch.from_numpy(data.values)  # T × N
-        self.scaled = scaled if scaled is not None else scaler.transform(self.raw).float()  # T × N
+        self.scaled = scaled if scaled is not None else model_inputs(self.raw, scaler)  # T × N
         self.time = time if time is not None else torch.from_numpy(
             time_features(data.timestamps, data.steps_per_day))  # T × 2
 
@@ -185,7 +195,7 @@ def prepare(data: SensorData, split: str | tuple[float, ...] = (0.7, 0.1, 0.2), 
         input_rows = training_rows(starts["train"], in_steps)
         scaler = Scaler.fit(data.values[input_rows])
     raw = torch.from_numpy(data.values)
-    scaled = scaler.transform(raw).float()
+    scaled = model_inputs(raw, scaler)  # T × N
     time = torch.from_numpy(time_features(data.timestamps, data.steps_per_day))
     sets = {name: WindowDataset(data, s, scaler, in_steps, out_steps, raw, scaled, time)
             for name, s in starts.items()}

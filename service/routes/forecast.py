@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
-from service.deps import ForecasterDep, InputsDep, MetricsDep, RendererDep, read_access
+from service.deps import (
+    ForecasterDep,
+    InputsDep,
+    RendererDep,
+    json_body,
+    read_access,
+)
 from service.schemas import ForecastRequest, ForecastResponse, problem_responses
 
 router = APIRouter(tags=["forecast"])
@@ -16,22 +21,22 @@ router = APIRouter(tags=["forecast"])
     "/forecast",
     response_model=ForecastResponse,
     summary="Forecast every (or some) sensor and horizon",
-    dependencies=[Depends(read_access)],
-    responses=problem_responses(401, 404, 413, 422, 503),
+    dependencies=[Depends(read_access), Depends(json_body)],
+    responses=problem_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def post_forecast(
     inputs: InputsDep,
     forecaster: ForecasterDep,
     renderer: RendererDep,
-    metrics: MetricsDep,
     req: ForecastRequest | None = Body(None),
 ) -> Response:
-    """Forecast from the buffered window ending at ``as_of`` (default: the newest slot with
-    readings) or, in stateless mode, from the ``window`` sent with the request.
+    """Forecast from the buffered window ending at ``as_of`` (default: the newest slot where
+    enough sensors reported, ``window_end_reason`` says which rule chose it) or, in stateless
+    mode, from the ``window`` sent with the request.
 
-    Each horizon comes with its timestamp; ``quality`` says how much of the input window was
-    observed and which sensors had no reading at all (their gaps were filled according to the
-    missing-data policy). Identical windows are computed once and served from the cache.
+    Each horizon comes with its timestamp; ``quality`` gives the coverage of every input slot
+    and which sensors were imputed (anywhere, in the last slot, or throughout) according to
+    the missing-data policy. Identical windows are computed once and served from the cache.
     """
     req = req or ForecastRequest()
     if req.sensors is not None:
@@ -44,7 +49,6 @@ async def post_forecast(
     else:
         last_slot = None if req.as_of is None else inputs.as_of_slot(req.as_of)
         fc = await forecaster.from_buffer(last_slot)
-        metrics.window_coverage.set(float((~np.isnan(fc.window)).mean()))
     body = renderer.render(fc, sensors, steps, "st_embedding" in req.include)
     return Response(body, media_type="application/json",
                     headers={"X-Cache": "hit" if fc.cached else "miss"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from service.deps import ClockDep, IngestDep, require_key
+from service.deps import ClockDep, IngestDep, json_body, require_key
 from service.schemas import ReadingsAck, ReadingsIn, problem_responses
 
 router = APIRouter(tags=["readings"])
@@ -16,8 +16,8 @@ router = APIRouter(tags=["readings"])
     "/readings",
     response_model=ReadingsAck,
     summary="Store sensor readings (one or many timestamps)",
-    dependencies=[Depends(require_key)],
-    responses=problem_responses(401, 403, 413, 422, 503),
+    dependencies=[Depends(require_key), Depends(json_body)],
+    responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
 )
 async def post_readings(body: ReadingsIn, ingest: IngestDep, clock: ClockDep) -> ReadingsAck:
     """Validate every snapshot, then store them in one transaction and acknowledge.
@@ -27,4 +27,5 @@ async def post_readings(body: ReadingsIn, ingest: IngestDep, clock: ClockDep) ->
     """
     stored = await ingest.store(body.readings)
     return ReadingsAck(accepted=stored.accepted, slots=stored.slots,
-                       latest=clock.iso(stored.latest_slot))
+                       latest=None if stored.latest_slot is None
+                       else clock.iso(stored.latest_slot))

@@ -8,9 +8,6 @@ by ``scripts/ensure-tools.sh`` and the dev extra. When one is missing the test F
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,26 +15,12 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from tests.tools import VENV_BIN, in_ci, require_tool  # noqa: F401 - the deploy tests import them here
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 K8S = REPO / "k8s"
-VENV_BIN = Path(sys.executable).parent
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_tool(name: str) -> str:
-    """Absolute path of ``name`` (PATH or this interpreter's bin/), else fail in CI / skip."""
-    found = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
-    if found:
-        return found
-    message = f"{name} is not installed (scripts/ensure-tools.sh installs it)"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:

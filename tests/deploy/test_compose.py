@@ -112,6 +112,11 @@ def test_train_and_replay_profiles(compose: dict[str, Any]) -> None:
     assert "models:/models" in train["volumes"]
     assert train["environment"]["HIMNET_BUNDLE_OUT"] == compose["services"]["forecast"]["environment"][
         "HIMNET_BUNDLE_DIR"]
+    # `publish VERSION` writes where the service's reload looks, and may call it
+    assert train["environment"]["HIMNET_MODELS_DIR"] == compose["services"]["forecast"][
+        "environment"]["HIMNET_MODELS_DIR"] == "/models"
+    assert train["environment"]["HIMNET_SERVICE_URL"] == "http://forecast:8000"
+    assert train["environment"]["HIMNET_API_KEY_FILE"] == f"/run/secrets/{train['secrets'][0]}"
     cmd = replay["command"]
     assert cmd[0] == "replay" and cmd[cmd.index("--url") + 1] == "http://forecast:8000"
     assert replay["depends_on"]["forecast"]["condition"] == "service_healthy"

@@ -75,6 +75,32 @@ def test_train_entrypoint_pipeline_exports_a_servable_bundle(tmp_path: Path) -> 
                             env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     verify_bundle(bundle)
+    _publish_a_version_to_a_running_service(tmp_path, bundle, env)
+
+
+def _publish_a_version_to_a_running_service(tmp_path: Path, bundle: Path,
+                                            env: dict[str, str]) -> None:
+    """`publish VERSION` exports beside `current` and the real service swaps to it."""
+    from service.settings import Settings
+    from tests.service.conftest import serve
+
+    key = tmp_path / "api_key"
+    key.write_text("publish-key\n", encoding="utf-8")
+    settings = Settings(bundle_dir=bundle, models_dir=bundle.parent, api_key_file=key)
+    with serve(settings) as client:
+        before = client.get("/model").json()["model_version"]
+        publish = {**env, "HIMNET_MODELS_DIR": str(bundle.parent),
+                   "HIMNET_SERVICE_URL": str(client.base_url), "HIMNET_API_KEY_FILE": str(key)}
+        result = subprocess.run([str(TRAIN), "publish", "v2", "--contraction", "generate"],
+                                env=publish, capture_output=True, text=True, timeout=180,
+                                cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert verify_bundle(bundle.parent / "v2").model_version == "v2"
+        info = client.get("/model").json()
+        assert info["model_version"] == "v2" and info["previous"]["model_version"] == before
+        again = subprocess.run([str(TRAIN), "publish", "v2"], env=publish, capture_output=True,
+                               text=True, timeout=60, cwd=tmp_path)
+        assert again.returncode != 0 and "exists" in again.stderr  # a version is never rewritten
 
 
 def test_shellcheck_finds_nothing_in_the_deployment_scripts() -> None:

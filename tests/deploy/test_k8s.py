@@ -108,11 +108,11 @@ def test_validation_rejects_broken_objects(rendered) -> None:
         validate(monitor, K8S_VERSIONS[0])
     rule = copy.deepcopy(one(docs, "PrometheusRule"))
     rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="'two minutes' does not match"):
         validate(rule, K8S_VERSIONS[0])
     rule = copy.deepcopy(one(docs, "PrometheusRule"))
     rule["spec"]["groups"][0]["rules"][0]["expresion"] = "up == 0"  # typo
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(jsonschema.ValidationError, match="expresion"):
         validate(rule, K8S_VERSIONS[0])
 
 
@@ -264,7 +264,8 @@ def test_pods_are_scraped_once(rendered, overlay: str) -> None:
     its endpoints); the ServiceMonitor names the job the alert rules select."""
     docs = rendered[overlay]
     places = [p for d in docs for p in _annotated(d)]
-    assert places == ["Deployment/himnet-forecast pods"], places
+    # The forecast pods and the Redis pods (its exporter sidecar) are scraped, each once, as pods.
+    assert sorted(places) == ["Deployment/himnet-forecast pods", "StatefulSet/himnet-redis pods"], places
     monitor = one(docs, "ServiceMonitor")
     svc = one(docs, "Service", "himnet-forecast")
     job = svc["metadata"]["labels"][monitor["spec"]["jobLabel"]]

@@ -57,10 +57,10 @@ def primary(tmp_path: Path, password_file: Path) -> Iterator[dict[str, Any]]:
 
 def test_redis_requires_the_password_of_the_secret_file(primary: dict[str, Any]) -> None:
     anonymous = redis.Redis(host="127.0.0.1", port=primary["port"], socket_timeout=2)
-    with pytest.raises(redis.AuthenticationError):
+    with pytest.raises(redis.AuthenticationError, match="(?i)auth"):
         anonymous.ping()
     wrong = redis.Redis(host="127.0.0.1", port=primary["port"], password="guess", socket_timeout=2)
-    with pytest.raises(redis.AuthenticationError):
+    with pytest.raises(redis.AuthenticationError, match="invalid username-password pair"):
         wrong.ping()
     assert primary["client"].ping() is True
     assert primary["client"].config_get("masterauth")["masterauth"] == PASSWORD
@@ -114,7 +114,7 @@ def sentinel(tmp_path: Path, password_file: Path, primary: dict[str, Any]) -> It
 def test_sentinel_authenticates_to_the_primary_and_to_its_clients(
         sentinel: dict[str, Any], primary: dict[str, Any]) -> None:
     client = sentinel["client"]
-    with pytest.raises(redis.AuthenticationError):
+    with pytest.raises(redis.AuthenticationError, match="(?i)auth"):
         redis.Redis(host="127.0.0.1", port=sentinel["port"], socket_timeout=2).ping()
     master = client.sentinel_master("himnet")
     assert int(master["port"]) == primary["port"] and master["is_master"]

@@ -35,7 +35,6 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from model.bundle import read_manifest
-from service.settings import Settings
 from tests.deploy.conftest import COMPOSE_FILE, DOCKER, REPO, require_tool, wait_for
 from tests.deploy.monitoring_sources import DASHBOARD_FILE as DASHBOARD
 from tests.deploy.monitoring_sources import alerts, rule_queries, selectors
@@ -109,15 +108,12 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         redis_dir.mkdir()
         options[options.index("--dir") + 1] = str(redis_dir)
         redis_port = free_port()
-        # With the service's password setting, Redis runs as compose runs it: through its start
-        # script, requiring the password from the secret file. (Until the service reads
-        # HIMNET_REDIS_PASSWORD_FILE, without a password: the service could not authenticate.)
-        password = "e2e-redis-password" if "redis_password_file" in Settings.model_fields else None
+        # Redis runs as compose runs it: through its start script, requiring the password from
+        # the secret file (the service reads the same file: HIMNET_REDIS_PASSWORD_FILE).
+        password = "e2e-redis-password"
         password_file = tmp / "redis-password"
-        start: list[str] = []
-        if password:
-            password_file.write_text(password + "\n", encoding="utf-8")
-            start = [part.replace("$$", "$") for part in compose["services"]["redis"]["entrypoint"]]
+        password_file.write_text(password + "\n", encoding="utf-8")
+        start = [part.replace("$$", "$") for part in compose["services"]["redis"]["entrypoint"]]
         redis = Proc("redis", [*start, redis_server, *options, "--port", str(redis_port), "--bind",
                                "127.0.0.1", "--daemonize", "no"], tmp / "redis.log",
                      env={**os.environ, "REDIS_PASSWORD_FILE": str(password_file)})
@@ -151,10 +147,7 @@ def stack(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "HIMNET_API_KEY_FILE": str(secret),
         })
         assert env["HIMNET_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
-        if password:
-            env["HIMNET_REDIS_PASSWORD_FILE"] = str(password_file)
-        else:
-            del env["HIMNET_REDIS_PASSWORD_FILE"]
+        env["HIMNET_REDIS_PASSWORD_FILE"] = str(password_file)
         service = Proc("service", [str(DOCKER / "entrypoint-service.sh")], tmp / "service.log", env=env)
         procs.append(service)
         base = f"http://127.0.0.1:{service_port}"

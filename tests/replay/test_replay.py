@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from training.datasets import generate_synthetic
+from model.missing import NAN, ZERO
+from training.datasets import generate_synthetic, parse_rule
 from replay import (
     HorizonStats,
     OnlineAccuracy,
@@ -46,8 +47,9 @@ class FakeClock:
 class FakeService:
     """The HTTP surface the replay uses, checking what a real service would refuse."""
 
-    def __init__(self, sensors: list[str], clock: FakeClock, api_key: str = "k") -> None:
+    def __init__(self, sensors: list[str], clock: FakeClock, api_key: str = "k", missing_rule: str = "zero") -> None:
         self.sensors = sensors
+        self.missing_rule = missing_rule
         self.clock = clock
         self.api_key = api_key
         self.posts: list[tuple[float, list[dict]]] = []  # (clock at post, snapshots)
@@ -61,7 +63,7 @@ class FakeService:
         if path == "/model":
             return httpx.Response(200, json={"interval_minutes": INTERVAL / 60, "in_steps": IN_STEPS,
                                              "out_steps": OUT_STEPS, "missing_value": 0.0,
-                                             "timezone": ZONE})
+                                             "timezone": ZONE, "missing_rule": self.missing_rule})
         if path == "/embeddings":
             return httpx.Response(200, json={"count": len(self.sensors), "clusters": 1, "sensors": [
                 {"id": s, "index": i, "cluster": 0} for i, s in enumerate(self.sensors)]})
@@ -74,7 +76,9 @@ class FakeService:
                 assert epoch <= self.clock.now, "a reading from the future"
                 assert epoch % INTERVAL == 0, "a misaligned timestamp"
                 assert set(snap["values"]) <= set(self.sensors)
-                assert all(v != 0 for v in snap["values"].values()), "missing readings are not sent"
+                assert not any(parse_rule(self.missing_rule).mask(np.array(list(snap["values"].values())))), \
+                    "missing readings are not sent"
+                assert all(np.isfinite(v) for v in snap["values"].values())
                 self.buffered.add(int(epoch // INTERVAL))
             self.posts.append((self.clock.now, body["readings"]))
             n = sum(len(s["values"]) for s in body["readings"])
@@ -129,7 +133,7 @@ def test_column_mapping(data) -> None:
 
 
 def test_online_accuracy_scores_each_horizon_when_its_truth_arrives() -> None:
-    acc = OnlineAccuracy(out_steps=2, missing_value=0.0)
+    acc = OnlineAccuracy(out_steps=2, rule=ZERO)
     acc.add_forecast(0, np.array([[10.0, 20.0], [30.0, 40.0]]))  # rows 1 and 2, two sensors
     acc.truth_arrived(1, np.array([12.0, 0.0]))  # sensor 2 missing: not scored
     acc.truth_arrived(2, np.array([30.0, 50.0]))
@@ -190,3 +194,25 @@ def test_replay_checks_the_interval(data) -> None:
     coarse = generate_synthetic(num_sensors=4, days=2, interval_minutes=15)
     with pytest.raises(ReplayError, match="interval"):
         run_replay(coarse, clock, service, slots=5, speedup=10.0)
+
+
+def test_replay_follows_the_models_missing_rule() -> None:
+    """Under the nan rule a 0 is a reading: posted and scored; the data must be read that way."""
+    counts = generate_synthetic(kind="counts", num_sensors=4, days=8, seed=3, missing="nan")
+    clock = FakeClock(1_764_000_000.0)
+    service = FakeService(list(counts.sensor_ids), clock, missing_rule="nan")
+    result = run_replay(counts, clock, service, slots=40, speedup=float("inf"))
+    posted = [v for _, snaps in service.posts for s in snaps for v in s["values"].values()]
+    first, last = result.dataset_rows
+    assert 0.0 in posted and len(posted) == int(np.isfinite(counts.values[first:last + 1]).sum())
+    assert result.readings_sent == len(posted)
+    assert sum(h["n"] for h in result.accuracy) > 0
+    zero_read = generate_synthetic(kind="counts", num_sensors=4, days=8, seed=3)
+    with pytest.raises(ReplayError, match="pass --data-option missing=nan"):
+        run_replay(zero_read, FakeClock(1_764_000_000.0), FakeService(list(counts.sensor_ids), clock,
+                                                                      missing_rule="nan"), slots=40,
+                   speedup=float("inf"))
+    acc = OnlineAccuracy(out_steps=1, rule=NAN)
+    acc.add_forecast(0, np.array([[1.0, 2.0]]))
+    acc.truth_arrived(1, np.array([0.0, np.nan]))  # the real 0 is scored, the gap is not
+    assert acc.horizons[1].summary() == {"n": 1, "mae": 1.0, "rmse": 1.0, "mape": None}

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from service.buffer import MemoryBuffer, RedisBuffer, SlotUpdate, redis_client, runs
+from service.buffer import EndRule, MemoryBuffer, RedisBuffer, SlotUpdate, redis_client, runs
 
 N = 10
 INTERVAL = 300
@@ -42,12 +42,13 @@ def test_redis_and_memory_buffers_agree(redis_url: str, prefix: str) -> None:
         latest = (await rb.latest_slot(), await mb.latest_slot())
         # the one-round-trip path (Lua) agrees with the two-step one
         await client.set(f"{prefix}:extra:{now_slot - 1}", b"payload")
-        lr, wlr, extra = await rb.latest_window(5, f"{prefix}:extra:")
-        lm, wlm, none = await mb.latest_window(5, f"{prefix}:extra:")
-        assert lr == lm == now_slot - 1 and extra == b"payload" and none is None
-        np.testing.assert_array_equal(wlr, wlm)
-        np.testing.assert_array_equal(wlr, await rb.read_window(now_slot - 1, 5))
-        assert (await rb.latest_window(5, None))[2] is None
+        fr = await rb.latest_window(5, f"{prefix}:extra:")
+        fm = await mb.latest_window(5, f"{prefix}:extra:")
+        assert fr.last == fm.last == fr.newest == now_slot - 1
+        assert fr.extra == b"payload" and fm.extra is None and fr.met and fm.met
+        np.testing.assert_array_equal(fr.window, fm.window)
+        np.testing.assert_array_equal(fr.window, await rb.read_window(now_slot - 1, 5))
+        assert (await rb.latest_window(5, None)).extra is None
         await client.aclose()
         assert len(raw) == N * 4
         return wr, wm, latest[0], latest[1], [ttl]
@@ -63,3 +64,32 @@ def test_redis_and_memory_buffers_agree(redis_url: str, prefix: str) -> None:
     want_ms = ((now_slot - 3 + 1 + 24) * INTERVAL - time.time()) * 1000
     assert abs(ttl - want_ms) < 5000
 
+
+
+def test_default_window_end_steps_back_over_a_ragged_slot(redis_url: str, prefix: str) -> None:
+    """Both buffers pick the newest slot with enough readings, within the lookback."""
+    now_slot = int(time.time() // INTERVAL)
+    full = np.arange(N)
+    updates = [SlotUpdate(now_slot - k, full, np.full(N, 10.0 + k, np.float32))
+               for k in range(2, 8)]
+    updates.append(SlotUpdate(now_slot - 1, np.array([0, 4, 8]), np.ones(3, np.float32)))
+
+    async def go() -> None:
+        client = redis_client(redis_url, 1.0)
+        rb = RedisBuffer(client, f"{prefix}:b", N, INTERVAL, 24)
+        mb = MemoryBuffer(N, INTERVAL, 24)
+        await client.set(f"{prefix}:extra:{now_slot - 2}", b"cached")
+        for buf in (rb, mb):
+            await buf.write(updates)
+        for rule, last, met in [(EndRule(8, 2), now_slot - 2, True),   # 3 < 8: step back
+                                (EndRule(3, 2), now_slot - 1, True),   # 3 readings suffice
+                                (EndRule(8, 0), now_slot - 1, False),  # no lookback: newest
+                                (EndRule(11, 3), now_slot - 2, False)]:  # none: best-covered
+            got = [await b.latest_window(4, f"{prefix}:extra:", rule) for b in (rb, mb)]
+            for found in got:
+                assert (found.newest, found.last, found.met) == (now_slot - 1, last, met), rule
+                np.testing.assert_array_equal(found.window, await rb.read_window(last, 4))
+            assert got[0].extra == (b"cached" if last == now_slot - 2 else None)
+        await client.aclose()
+
+    asyncio.run(go())

@@ -87,14 +87,18 @@ def test_readings_rejections(client: httpx.Client, sensors: list[str]) -> None:
     _problem(post(snapshot(now - 1, ok), snapshot(now - 2, {"nope": 1.0})), 422)
     assert client.post("/forecast").status_code == 404
 
-    _problem(post(snapshot(now - 1, {sensors[0]: None})), 422, "invalid-request")  # type: ignore[dict-item]
+    # null is no reading (one rule with stateless windows): accepted, nothing stored
+    r = post(snapshot(now - 1, {sensors[0]: None}))  # type: ignore[dict-item]
+    assert r.status_code == 200 and r.json() == {"accepted": 0, "slots": 0, "latest": None}
+    assert client.post("/forecast").status_code == 404
+    _problem(post(snapshot(now - 1, {sensors[0]: "61.5"})), 422, "invalid-request")  # type: ignore[dict-item]
     body = _problem(post({"timestamp": iso(now - 1), "values": ok, "unit": "mph"}), 422,
                     "invalid-request")
     assert "unit" in body["detail"]
     _problem(client.post("/readings", json={"readings": []}, headers=AUTH), 422)
     _problem(client.post("/readings", json={"values": ok}, headers=AUTH), 422)
-    _problem(client.post("/readings", content=b"{not json", headers={
-        **AUTH, "content-type": "application/json"}), 422)
+    _problem(client.post("/readings", content=b"{not json", headers={  # issue 13: 400, not 422
+        **AUTH, "content-type": "application/json"}), 400, "invalid-json")
 
     metrics = client.get("/metrics").text
     for reason in ("unknown_sensor", "misaligned", "in_future", "too_old", "duplicate_timestamp",

@@ -62,7 +62,14 @@ def test_ingest_then_forecast_matches_runtime(make_settings, reference) -> None:
     assert [h["timestamp"] for h in body["horizons"]] == [iso(last + h) for h in range(1, 13)]
     assert body["horizons"][2]["minutes"] == 15.0
     assert body["quality"] == {"observed_fraction": 1.0, "missing_policy": "missing_value",
-                               "sensors_missing": [], "sensors_missing_total": 0}
+                               "sensors_missing": [], "sensors_missing_total": 0,
+                               "slot_coverage": [1.0] * T_IN, "last_slot_coverage": 1.0,
+                               "sensors_imputed": [], "sensors_imputed_total": 0,
+                               "sensors_imputed_last_slot": [],
+                               "sensors_imputed_last_slot_total": 0}
+    assert body["window_end_reason"] == "newest slot with coverage >= 0.99"  # measured default
+    assert body["newest_reading"] == iso(last)
+    assert 0 < body["newest_reading_age_s"] < 2 * 300 + 60
 
 
 def test_sensor_and_horizon_selection(make_settings, reference) -> None:
@@ -89,7 +96,7 @@ def test_partial_and_late_readings(make_settings, reference) -> None:
     n = len(sensors)
     last = current_slot() - 1
     values = _window_values(n, seed=3)
-    with serve(make_settings()) as client:
+    with serve(make_settings(min_slot_coverage=0.5)) as client:  # half a slot suffices
         # the newest slot arrives in two halves, and slot last-5 only later (late readings)
         for t in range(T_IN):
             slot = last - T_IN + 1 + t
@@ -103,6 +110,11 @@ def test_partial_and_late_readings(make_settings, reference) -> None:
         expect_frac = (T_IN * n - n - (n - n // 2)) / (T_IN * n)
         assert partial["quality"]["observed_fraction"] == pytest.approx(expect_frac, abs=1e-6)
         assert partial["quality"]["sensors_missing"] == []
+        assert partial["as_of"] == iso(last)
+        assert partial["window_end_reason"] == "newest slot with coverage >= 0.5"
+        assert partial["quality"]["sensors_imputed_last_slot"] == sensors[n // 2:]
+        assert partial["quality"]["sensors_imputed"] == sensors  # slot last-5 is missing
+        assert partial["quality"]["last_slot_coverage"] == pytest.approx((n // 2) / n)
         window = values.copy()
         window[T_IN - 1 - 5, :] = np.nan
         window[T_IN - 1, n // 2:] = np.nan
@@ -155,7 +167,8 @@ def test_missing_data_policy(make_settings, reference, policy: str) -> None:
         filled = np.nan_to_num(gappy, nan=0.0)
     np.testing.assert_array_equal(impute(gappy, policy, 0.0), filled)
     want, _ = _expected(reference, filled, last)
-    with serve(make_settings(missing_policy=policy)) as client:
+    # the last slot lacks a sensor: a threshold of 0 keeps it as the window end
+    with serve(make_settings(missing_policy=policy, min_slot_coverage=0.0)) as client:
         _ingest(client, sensors, gappy, last)
         buffered = client.post("/forecast").json()
         stateless = client.post("/forecast", json={"window": {
@@ -183,7 +196,12 @@ def test_cache_hit_and_invalidation_by_late_reading(make_settings, reference, pr
         again = client.post("/forecast", json={"as_of": iso(last)})
         older = client.post("/forecast", json={"as_of": iso(last - 4)})
         assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
-        assert again.json() == first.json()
+        first_body, again_body = first.json(), again.json()
+        # the age of the newest reading is measured per answer (it grows between the two)
+        age_first = first_body.pop("newest_reading_age_s")
+        age_again = again_body.pop("newest_reading_age_s")
+        assert 0 <= age_again - age_first < 30
+        assert again_body == first_body
         assert older.headers["x-cache"] == "miss"
         cache_keys = [k for k in redis.Redis.from_url(redis_url).scan_iter(f"{prefix}:*:fc:*")]
         assert len(cache_keys) == 2

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from service.buffer import BufferUnavailable, MemoryBuffer, SlotUpdate
+from service.buffer import BufferUnavailable, MemoryBuffer, SlotUpdate, WriteUncertain
 from service.errors import InvalidInput
 from service.ingest import Ingest, Stored
 from service.metrics import Metrics
@@ -38,6 +38,11 @@ class _Recorder:
 class _DownBuffer(MemoryBuffer):
     async def write(self, updates: Sequence[SlotUpdate]) -> None:
         raise BufferUnavailable("Redis did not store the readings: down", "write")
+
+
+class _SlowBuffer(MemoryBuffer):
+    async def write(self, updates: Sequence[SlotUpdate]) -> None:
+        raise WriteUncertain("Redis did not confirm the write in time: Timeout reading")
 
 
 def _ingest(buffer: MemoryBuffer | None = None) -> tuple[Ingest, MemoryBuffer, _Recorder, Metrics]:
@@ -112,3 +117,50 @@ def test_unreachable_store_counts_the_readings_and_tells_nobody() -> None:
         asyncio.run(ingest.store([_snap(now - 1, {"a": 1.0, "b": 2.0})]))
     assert caught.value.operation == "write" and recorder.changed == []
     assert _sample(metrics, "himnet_readings_rejected_total", reason="store_unavailable") == 2
+
+
+def test_unconfirmed_write_is_not_counted_as_rejected() -> None:
+    ingest, _, recorder, metrics = _ingest(_SlowBuffer(len(SENSORS), INTERVAL, 24))
+    now = int(time.time() // INTERVAL)
+    with pytest.raises(WriteUncertain) as caught:
+        asyncio.run(ingest.store([_snap(now - 1, {"a": 1.0, "b": 2.0})]))
+    assert caught.value.operation == "write_uncertain" and recorder.changed == []
+    assert _sample(metrics, "himnet_readings_rejected_total", reason="store_unavailable") in (None, 0.0)
+
+
+def test_every_violation_is_reported_bounded_and_counted() -> None:
+    """An unknown sensor does not hide the other values' faults; lists are bounded."""
+    ingest, buffer, _, metrics = _ingest()
+    now = int(time.time() // INTERVAL)
+    with pytest.raises(InvalidInput) as caught:
+        asyncio.run(ingest.store([_snap(now - 1, {"ghost": 1.0, "a": 500.0, "b": float("nan")}),
+                                  _snap(now - 2, {"c": 1.0})]))
+    extra = caught.value.extra
+    assert caught.value.slug == "invalid-readings"
+    assert [e["reason"] for e in extra["errors"]] == ["unknown_sensor", "not_finite",
+                                                      "out_of_range"]
+    assert extra["counts"] == {"unknown_sensor": 1, "out_of_range": 1, "not_finite": 1}
+    assert asyncio.run(buffer.latest_slot()) is None
+
+    many = {f"x{i:05d}": 1.0 for i in range(5000)}
+    with pytest.raises(InvalidInput) as caught:
+        asyncio.run(ingest.store([_snap(now - 1, {**many, "a": -1.0})]))
+    extra = caught.value.extra
+    assert len(extra["errors"]) == 50 and extra["errors_total"] == 5001
+    assert extra["counts"] == {"unknown_sensor": 5000, "out_of_range": 1}
+    assert extra["unknown_sensors"] == sorted(many)[:50]
+    assert extra["unknown_sensors_total"] == 5000
+    assert len(caught.value.detail) < 300
+    assert _sample(metrics, "himnet_readings_rejected_total", reason="unknown_sensor") == 5001
+
+
+def test_null_is_no_reading() -> None:
+    ingest, buffer, _, _ = _ingest()
+    now = int(time.time() // INTERVAL)
+    asyncio.run(ingest.store([_snap(now - 1, {"a": 5.0, "b": 6.0})]))
+    stored = asyncio.run(ingest.store([_snap(now - 1, {"a": None, "c": 7})]))  # type: ignore[dict-item]
+    assert stored == Stored(accepted=1, slots=1, latest_slot=now - 1)
+    window = asyncio.run(buffer.read_window(now - 1, 1))
+    np.testing.assert_array_equal(window, [[5.0, 6.0, 7.0]])  # null kept the earlier 5.0
+    assert asyncio.run(ingest.store([_snap(now - 2, {"a": None})])) == Stored(0, 0, None)  # type: ignore[dict-item]
+    assert asyncio.run(buffer.latest_slot()) == now - 1

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import CACHE_SOURCES, REDIS_OPERATIONS, REJECT_REASONS, Metrics
+from service.metrics import (
+    CACHE_SOURCES,
+    REDIS_OPERATIONS,
+    REJECT_REASONS,
+    RELOAD_OUTCOMES,
+    Metrics,
+)
 from tests.deploy.monitoring_sources import dashboard_queries, rule_queries, selectors, unmatched
 from tests.service.conftest import AUTH, INTERVAL_S, current_slot, serve, snapshot
 
@@ -72,7 +78,15 @@ def test_every_label_value_the_code_uses_is_created_up_front() -> None:
     reasons = (_literals(r'errors\.add\(\s*"(\w+)"') | _literals(r'tally\["(\w+)"\]')
                | _literals(r'readings_rejected\.labels\(\s*"(\w+)"'))
     assert reasons and reasons <= set(REJECT_REASONS), sorted(reasons - set(REJECT_REASONS))
+    from typing import get_args
+
+    from service.timeslots import TimestampReason  # the reasons of refused timestamps
+    assert set(get_args(TimestampReason)) <= set(REJECT_REASONS)
     operations = _literals(r'redis_errors\.labels\(\s*"(\w+)"') | _literals(r'on_error\(\s*"(\w+)"')
     assert operations and operations <= set(REDIS_OPERATIONS), sorted(operations - set(REDIS_OPERATIONS))
     sources = _literals(r'cache_(?:hits|misses)\.labels\(\s*"(\w+)"')
     assert sources and sources <= set(CACHE_SOURCES), sorted(sources - set(CACHE_SOURCES))
+    outcomes = _literals(r'model_reloads\.labels\(\s*"(\w+)"')  # refusals, failures, rollbacks
+    outcomes |= _literals(r'return "(\w+)"  # reload outcome')  # what a reload answers
+    assert {"refused", "rolled_back", "loaded"} <= outcomes
+    assert outcomes <= set(RELOAD_OUTCOMES), sorted(outcomes - set(RELOAD_OUTCOMES))

@@ -41,7 +41,9 @@ def test_two_instances_share_buffer_and_cache(make_settings, reference) -> None:
         assert from_b.headers["x-cache"] == "miss"
         from_a = a.post("/forecast")
         assert from_a.headers["x-cache"] == "hit"  # B's result, through the shared cache
-        assert from_a.json() == from_b.json()
+        body_a, body_b = from_a.json(), from_b.json()
+        assert 0 <= body_a.pop("newest_reading_age_s") - body_b.pop("newest_reading_age_s") < 30
+        assert body_a == body_b  # measured per answer: the age of the newest reading
         # a late reading written through B invalidates the window for A as well
         r = b.post("/readings", json={"readings": [snapshot(last - 2, {sensors[0]: 1.5})]},
                    headers=AUTH)
@@ -94,7 +96,16 @@ def _stop(port: int) -> None:
     raise RuntimeError("redis did not stop")
 
 
+def _gauge(client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exported")
+
+
 def test_redis_down_and_back(make_settings, reference, own_redis) -> None:
+    """A real redis-server stopped and restarted on the same port: the replica stays ready and
+    serves what needs no Redis; buffer routes answer 503 + Retry-After, then recover alone."""
     port, start = own_redis
     sensors = list(reference.manifest.sensor_ids)
     last = current_slot() - 1
@@ -119,18 +130,31 @@ def test_redis_down_and_back(make_settings, reference, own_redis) -> None:
         assert buffered.status_code == 503 and "window" in buffered.json()["detail"]
         stateless = client.post("/forecast", json={"window": window})
         assert stateless.status_code == 200, stateless.text
-        ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["checks"]["buffer"] == "unreachable"
+        assert client.get("/model").status_code == 200
+        assert client.get("/embeddings").status_code == 200
+        assert client.get(f"/embeddings/{sensors[0]}").status_code == 200
+        st = client.get(f"/embeddings/{sensors[0]}", params={"include": "st"})
+        assert st.status_code == 503 and st.headers["retry-after"] == "1"  # needs the buffer
+        ready = client.get("/readyz")  # Redis is reported, it does not make the replica unready
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["checks"] == {"model": "ok", "inference": "ok",
+                                          "buffer": "unreachable"}
         assert client.get("/livez").status_code == 200
         metrics = client.get("/metrics").text
         assert 'himnet_redis_errors_total{operation="write"}' in metrics
         assert 'himnet_readings_rejected_total{reason="store_unavailable"} 96.0' in metrics
+        assert _gauge(client, "himnet_ready") == 1.0
+        assert _gauge(client, "himnet_redis_up") == 0.0
 
-        start()  # an empty Redis comes back: the app reconnects without a restart
+        start()  # an empty Redis comes back on the same port: no service restart
         deadline = time.monotonic() + 10
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "readiness did not recover"
+        while (r := client.post("/readings", json=_snapshots(sensors, last, 4),
+                                headers=AUTH)).status_code != 200:
+            assert r.status_code == 503, r.text
+            assert time.monotonic() < deadline, "the write path did not recover"
             time.sleep(0.1)
-        r = client.post("/readings", json=_snapshots(sensors, last, 4), headers=AUTH)
-        assert r.status_code == 200, r.text
         assert client.post("/forecast").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert _gauge(client, "himnet_redis_up") == 1.0

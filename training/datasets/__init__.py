@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from model.missing import MissingRule, parse_rule
 from training.datasets.base import DatasetError, SensorData, regular_timestamps
 from training.datasets.readers import read_hdf5, read_official_npz, read_pems_npz, read_wide_csv
 from training.datasets.synthetic import generate_synthetic
 
 __all__ = [
     "DatasetError",
+    "MissingRule",
     "SensorData",
     "generate_synthetic",
     "load_dataset",
@@ -23,6 +25,7 @@ __all__ = [
     "read_hdf5",
     "read_official_npz",
     "read_pems_npz",
+    "parse_rule",
     "read_wide_csv",
     "regular_timestamps",
     "shared_data_dir",
@@ -44,7 +47,13 @@ def los_loop_dir() -> Path:
 
 
 def load_dataset(source: str | Path, **options: Any) -> SensorData:
-    """See :func:`_load`; also records how the data was loaded (for checkpoints)."""
+    """See :func:`_load`; also records how the data was loaded (for checkpoints).
+
+    ``missing`` (every reader): what marks a missing reading, ``zero`` (default), ``nan`` or
+    ``value:<x>`` (``model.missing``); recorded in its canonical spelling.
+    """
+    if options.get("missing") is not None:
+        options = {**options, "missing": parse_rule(options["missing"]).spec}
     data = _load(source, **dict(options))
     if str(source).lower() != "synthetic" and options.get("format") != "synthetic":
         data.source = str(source)
@@ -57,7 +66,7 @@ def _load(source: str | Path, **options: Any) -> SensorData:
     """Load a dataset by name or path; ``options`` go to the reader (``start``, ``interval_minutes``,
     ``timezone``, ``adjacency``, ``locations``, ``format`` = official|pems|hdf5|csv, ...).
 
-    Names: ``synthetic`` (options: num_sensors, days, seed, ...), ``los-loop``. Paths: a directory
+    Names: ``synthetic`` (options: num_sensors, days, seed, kind=speed|counts, ...), ``los-loop``. Paths: a directory
     holding ``data.npz`` (official) or ``los_speed.csv``; ``data.npz``; ``*.npz`` (PEMS0X);
     ``*.h5``/``*.hdf5``; ``*.csv``.
     """

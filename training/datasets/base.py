@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from model.missing import missing_mask
+from model.missing import DEFAULT_RULE, MissingRule, parse_rule
 
 
 class DatasetError(ValueError):
@@ -29,13 +29,15 @@ class DatasetError(ValueError):
 class SensorData:
     """Readings of ``N`` sensors over ``T`` equally spaced steps.
 
-    ``values`` is ``T × N`` float32 with 0 meaning "missing" (the public benchmarks'
-    convention); ``timestamps`` are local wall-clock ``datetime64[s]`` of each row, which is what
+    ``values`` is ``T × N`` float32; ``missing`` says which readings mean "no reading": 0 under
+    the public benchmarks' convention (the default), NaN only, or a sentinel (``model.missing``).
+    NaN may appear only under the NaN rule (readers store empty cells as the sentinel otherwise).
+    ``timestamps`` are local wall-clock ``datetime64[s]`` of each row, which is what
     the time features are computed from. ``index`` optionally carries official split windows as
     ``{"train"|"val"|"test": K × 3 (start, mid, end)}`` rows.
     """
 
-    values: np.ndarray  # T × N float32, 0 = missing
+    values: np.ndarray  # T × N float32, gaps hold the rule's sentinel (0 by default) or NaN
     timestamps: np.ndarray  # T datetime64[s], local wall clock
     sensor_ids: list[str]
     interval_minutes: float
@@ -49,6 +51,7 @@ class SensorData:
     # recorded in checkpoints so evaluation can re-read exactly the data a model was trained on.
     load_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     selection: dict[str, Any] | None = None  # {"nodes": [column...], "rows": [start, stop]} of the source
+    missing: MissingRule = DEFAULT_RULE  # what marks a missing reading in ``values``
 
     def __post_init__(self) -> None:
         self.values = np.ascontiguousarray(self.values, dtype=np.float32)
@@ -66,8 +69,12 @@ class SensorData:
             raise DatasetError(where, f"{len(self.sensor_ids)} sensor ids for {n} columns")
         if len(set(self.sensor_ids)) != n:
             raise DatasetError(where, "duplicate sensor ids")
-        if not np.isfinite(self.values).all():
-            raise DatasetError(where, "values contain NaN or infinity (store missing readings as 0)")
+        self.missing = parse_rule(self.missing)
+        if np.isinf(self.values).any():
+            raise DatasetError(where, "values contain infinity")
+        if not self.missing.nan_only and np.isnan(self.values).any():
+            raise DatasetError(where, f"values contain NaN under the {self.missing.spec!r} missing-value rule "
+                                      f"(store missing readings as {self.missing.value:g}, or use missing=nan)")
         if self.interval_minutes <= 0:
             raise DatasetError(where, f"interval must be positive, got {self.interval_minutes}")
         if 1440 % self.interval_minutes:
@@ -140,7 +147,8 @@ class SensorData:
             "start": str(self.timestamps[0]),
             "end": str(self.timestamps[-1]),
             "timezone": self.timezone,
-            "missing_fraction": float(missing_mask(self.values).mean()),
+            "missing_rule": self.missing.spec,
+            "missing_fraction": float(self.missing.mask(self.values).mean()),
         }
 
 

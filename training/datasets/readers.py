@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model.missing import MISSING_VALUE
+from model.missing import MissingRule, parse_rule
 from model.time_features import time_features
 from training.datasets.base import DatasetError, SensorData, regular_timestamps
 from training.datasets.graph_files import (
@@ -50,8 +50,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise DatasetError(path, f"not a readable .npz archive ({exc.__class__.__name__}: {exc})") from exc
 
 
-def _clean(path: Path, values: np.ndarray) -> np.ndarray:
-    """Numeric T × N float32 with NaN (missing) stored as 0."""
+def _clean(path: Path, values: np.ndarray, rule: MissingRule) -> np.ndarray:
+    """Numeric T × N float32 with NaN (missing) stored as the rule's sentinel (kept under ``nan``)."""
     try:
         vals = np.asarray(values, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -60,12 +60,12 @@ def _clean(path: Path, values: np.ndarray) -> np.ndarray:
         raise DatasetError(path, f"expected T × N values, got shape {vals.shape}")
     if np.isinf(vals).any():
         raise DatasetError(path, "values contain infinity")
-    return np.nan_to_num(vals, nan=MISSING_VALUE)
+    return vals if rule.nan_only else np.nan_to_num(vals, nan=rule.value)
 
 
-def _regularise(path: Path, stamps: np.ndarray, values: np.ndarray,
-                interval_minutes: float | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Place rows on a regular grid (gaps become missing = 0); infer the interval if not given."""
+def _regularise(path: Path, stamps: np.ndarray, values: np.ndarray, interval_minutes: float | None,
+                rule: MissingRule) -> tuple[np.ndarray, np.ndarray, float]:
+    """Place rows on a regular grid (absent rows become missing); infer the interval if not given."""
     stamps = np.asarray(stamps, dtype="datetime64[s]")
     if len(stamps) > 1 and np.any(np.diff(stamps) <= np.timedelta64(0, "s")):
         raise DatasetError(path, "timestamps are not strictly increasing")
@@ -80,9 +80,9 @@ def _regularise(path: Path, stamps: np.ndarray, values: np.ndarray,
     rows = offsets // step
     if len(rows) and rows[-1] + 1 == len(rows):
         return stamps, values, interval_minutes
-    full = np.full((int(rows[-1]) + 1, values.shape[1]), MISSING_VALUE, dtype=np.float32)
+    full = np.full((int(rows[-1]) + 1, values.shape[1]), rule.value, dtype=np.float32)
     full[rows] = values
-    log.info("%s: %d missing time steps filled with 0", path, len(full) - len(rows))
+    log.info("%s: %d missing time steps filled with %g", path, len(full) - len(rows), rule.value)
     return regular_timestamps(stamps[0], len(full), interval_minutes), full, interval_minutes
 
 
@@ -117,7 +117,7 @@ def _attach_graph(path: Path, ids: list[str], n: int, adjacency: str | Path | No
 def read_official_npz(path: str | Path, *, index: str | Path | None = None, start: str | None = None,
                       sensor_ids: list[str] | None = None, name: str | None = None,
                       timezone: str | None = None, adjacency: str | Path | None = None,
-                      check_time: bool = True) -> SensorData:
+                      check_time: bool = True, missing: MissingRule | str | None = None) -> SensorData:
     """Official HimNet ``data.npz`` (``data``: T × N × 3 = value, tod fraction, dow) + ``index.npz``.
 
     The file stores time features, not timestamps; the clock is rebuilt from them (first row's
@@ -131,7 +131,8 @@ def read_official_npz(path: str | Path, *, index: str | Path | None = None, star
     data = arrays["data"]
     if data.ndim != 3 or data.shape[2] < 3:
         raise DatasetError(path, f"'data' must be T × N × 3 (value, tod, dow), got {data.shape}")
-    values = _clean(path, data[..., 0])
+    rule = parse_rule(missing)
+    values = _clean(path, data[..., 0], rule)
     tod = data[:, 0, 1].astype(np.float64)
     dow = data[:, 0, 2].astype(np.float64)
     if tod.min() < 0 or tod.max() >= 1 or dow.min() < 0 or dow.max() > 6:
@@ -150,7 +151,7 @@ def read_official_npz(path: str | Path, *, index: str | Path | None = None, star
     ids = [str(s) for s in sensor_ids] if sensor_ids else [str(i) for i in range(n)]
     return SensorData(values=values, timestamps=stamps, sensor_ids=ids, interval_minutes=interval,
                       name=name or path.parent.name or path.stem, adjacency=adj, timezone=timezone,
-                      index=splits, source=str(path))
+                      index=splits, source=str(path), missing=rule)
 
 
 def _official_clock(path: Path, tod: np.ndarray, dow: np.ndarray, rows: int, start: str | None,
@@ -197,7 +198,7 @@ def _read_index(index_path: Path, num_rows: int) -> dict[str, np.ndarray]:
 
 def read_hdf5(path: str | Path, *, key: str | None = None, name: str | None = None,
               timezone: str | None = None, adjacency: str | Path | None = None,
-              locations: str | Path | None = None) -> SensorData:
+              locations: str | Path | None = None, missing: MissingRule | str | None = None) -> SensorData:
     """METR-LA / PEMS-BAY style pandas HDF5: one DataFrame, DatetimeIndex × sensor ids.
 
     A tz-aware index is converted to ``timezone`` (or its own zone) and stored as wall clock.
@@ -219,8 +220,9 @@ def read_hdf5(path: str | Path, *, key: str | None = None, name: str | None = No
         timezone = timezone or str(index.tz)
         index = index.tz_convert(timezone).tz_localize(None)
     ids = [str(c) for c in frame.columns]
-    values = _clean(path, frame.to_numpy())
-    stamps, values, interval = _regularise(path, index.to_numpy().astype("datetime64[s]"), values, None)
+    rule = parse_rule(missing)
+    values = _clean(path, frame.to_numpy(), rule)
+    stamps, values, interval = _regularise(path, index.to_numpy().astype("datetime64[s]"), values, None, rule)
     suffix = path.stem.split("-")[-1] if "-" in path.stem else ""
     adj, coords = _attach_graph(
         path, ids, len(ids), adjacency, locations,
@@ -229,12 +231,12 @@ def read_hdf5(path: str | Path, *, key: str | None = None, name: str | None = No
         else ["graph_sensor_locations.csv"])
     return SensorData(values=values, timestamps=stamps, sensor_ids=ids, interval_minutes=interval,
                       name=name or path.stem, coords=coords, adjacency=adj, timezone=timezone,
-                      source=str(path))
+                      source=str(path), missing=rule)
 
 
 def read_pems_npz(path: str | Path, *, start: str | None = None, interval_minutes: float = 5,
                   channel: int = 0, name: str | None = None, timezone: str | None = "America/Los_Angeles",
-                  adjacency: str | Path | None = None) -> SensorData:
+                  adjacency: str | Path | None = None, missing: MissingRule | str | None = None) -> SensorData:
     """``PEMS0X.npz`` (key ``data``: T × N × C, flow in channel 0, 5-minute steps).
 
     The file has no clock: ``start`` defaults to the dataset's known first day for PEMS03/04/07/08.
@@ -252,7 +254,8 @@ def read_pems_npz(path: str | Path, *, start: str | None = None, interval_minute
     channel = int(channel)
     if not 0 <= channel < data.shape[2]:
         raise DatasetError(path, f"channel {channel} out of range for {data.shape[2]} channels")
-    values = _clean(path, data[..., channel])
+    rule = parse_rule(missing)
+    values = _clean(path, data[..., channel], rule)
     key = path.stem.lower()
     if start is None:
         start = PEMS_STARTS.get(key)
@@ -267,16 +270,18 @@ def read_pems_npz(path: str | Path, *, start: str | None = None, interval_minute
         adj = read_edge_csv(edge_path, n)
     return SensorData(values=values, timestamps=regular_timestamps(start, len(values), interval),
                       sensor_ids=[str(i) for i in range(n)], interval_minutes=interval,
-                      name=name or key, adjacency=adj, timezone=timezone, source=str(path))
+                      name=name or key, adjacency=adj, timezone=timezone, source=str(path), missing=rule)
 
 
 def read_wide_csv(path: str | Path, *, start: str | None = None, interval_minutes: float | None = None,
                   name: str | None = None, timezone: str | None = None,
-                  adjacency: str | Path | None = None, locations: str | Path | None = None) -> SensorData:
+                  adjacency: str | Path | None = None, locations: str | Path | None = None,
+                  missing: MissingRule | str | None = None) -> SensorData:
     """Wide CSV: header = sensor ids, one row per step (LOS-LOOP's ``los_speed.csv``).
 
     A first column named time/timestamp/date (or unnamed) holds the clock; otherwise rows start
-    at ``start`` every ``interval_minutes`` (default 5). Empty cells are missing (0). Sibling
+    at ``start`` every ``interval_minutes`` (default 5). Empty cells are missing (stored as the
+    rule's sentinel, 0 by default; NaN under ``missing=nan``). Sibling
     ``<prefix>_adj.csv`` / ``adj_mx.pkl`` and ``graph_sensor_locations.csv`` /
     ``<prefix>_locations.csv`` are attached when present or given.
     """
@@ -305,10 +310,12 @@ def read_wide_csv(path: str | Path, *, start: str | None = None, interval_minute
         values = cells.to_numpy(dtype=np.float64)
     except ValueError as exc:
         raise DatasetError(path, f"non-numeric reading ({exc})") from exc
-    values = _clean(path, values)
+    rule = parse_rule(missing)
+    values = _clean(path, values, rule)
     if stamps is not None:
         stamps, values, interval = _regularise(
-            path, stamps, values, None if interval_minutes is None else _float_opt(interval_minutes, "interval_minutes"))
+            path, stamps, values, None if interval_minutes is None else _float_opt(interval_minutes, "interval_minutes"),
+            rule)
     else:
         interval = 5.0 if interval_minutes is None else _float_opt(interval_minutes, "interval_minutes")
         if start is None:
@@ -321,4 +328,4 @@ def read_wide_csv(path: str | Path, *, start: str | None = None, interval_minute
                                 ["graph_sensor_locations.csv", f"{prefix}_locations.csv", "locations.csv"])
     return SensorData(values=values, timestamps=stamps, sensor_ids=ids, interval_minutes=interval,
                       name=name or path.stem, coords=coords, adjacency=adj, timezone=timezone,
-                      source=str(path))
+                      source=str(path), missing=rule)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.missing import MISSING_VALUE
+from model.missing import MissingRule, parse_rule
 from training.datasets.base import SensorData, regular_timestamps
 
 CENTER = (34.05, -118.25)  # corridors are laid out around this point (lat, lon)
@@ -75,21 +75,45 @@ def _sensor_noise(rng: np.random.Generator, t_total: int, num_sensors: int) -> n
     return noise * noise_scale
 
 
-def _drop_readings(speed: np.ndarray, rng: np.random.Generator, missing_rate: float, outages: int) -> None:
-    """Missing readings (0), in place: scattered drops plus a few whole-sensor outages of 1-6 hours."""
+def _drop_readings(speed: np.ndarray, rng: np.random.Generator, missing_rate: float, outages: int,
+                   gap: float) -> None:
+    """Missing readings (``gap``: 0, or NaN under the nan rule), in place: scattered drops plus a
+    few whole-sensor outages of 1-6 hours."""
     t_total, num_sensors = speed.shape
-    speed[rng.random(speed.shape) < missing_rate] = MISSING_VALUE
+    speed[rng.random(speed.shape) < missing_rate] = gap
     for _ in range(outages):
         s = rng.integers(num_sensors)
         a = rng.integers(t_total)
-        speed[a:a + int(rng.integers(12, 73)), s] = MISSING_VALUE
+        speed[a:a + int(rng.integers(12, 73)), s] = gap
 
 
 def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: float = 5,
                        seed: int = 0, start: str = "2024-01-01T00:00", num_corridors: int = 3,
                        missing_rate: float = 0.005, outages: int = 3,
-                       timezone: str | None = "America/Los_Angeles") -> SensorData:
-    """Speeds (mph) of ``num_sensors`` sensors over ``days`` days; the same seed gives the same data."""
+                       timezone: str | None = "America/Los_Angeles", missing: MissingRule | str | None = None,
+                       kind: str = "speed", **count_options: float | int | str) -> SensorData:
+    """Speeds (mph) of ``num_sensors`` sensors over ``days`` days; the same seed gives the same data.
+
+    ``kind=counts`` gives vehicle counts instead (``training/datasets/synthetic_counts.py``; 0 is
+    a real reading there, so train it with ``missing=nan``); ``count_options`` go to that generator.
+    """
+    common = dict(num_sensors=num_sensors, days=days, interval_minutes=interval_minutes, seed=seed, start=start,
+                  num_corridors=num_corridors, missing_rate=missing_rate, outages=outages, timezone=timezone,
+                  missing=missing)
+    if kind == "counts":
+        from training.datasets.synthetic_counts import generate_counts  # it imports this module
+
+        return generate_counts(**common, **count_options)
+    if kind != "speed" or count_options:
+        raise ValueError(f"synthetic kind {kind!r} with options {sorted(count_options)}: use kind=speed "
+                         "(no extra options) or kind=counts (dispersion=)")
+    return _speeds(**common)
+
+
+def _speeds(num_sensors: int, days: int, interval_minutes: float, seed: int, start: str, num_corridors: int,
+            missing_rate: float, outages: int, timezone: str | None, missing: MissingRule | str | None) -> SensorData:
+    """The speed data set of :func:`generate_synthetic`."""
+    rule = parse_rule(missing)
     num_sensors, days, seed, outages = int(num_sensors), int(days), int(seed), int(outages)
     interval_minutes, missing_rate = float(interval_minutes), float(missing_rate)
     rng = np.random.default_rng(seed)
@@ -125,13 +149,14 @@ def generate_synthetic(num_sensors: int = 24, days: int = 28, interval_minutes: 
 
     _add_incidents(speed, rng, days // 2 + 1, corridor, position)
     speed = np.clip(speed + _sensor_noise(rng, t_total, num_sensors), 3.0, None)
-    _drop_readings(speed, rng, missing_rate, outages)
+    _drop_readings(speed, rng, missing_rate, outages, rule.value)
 
     return SensorData(values=speed.astype(np.float32), timestamps=stamps,
                       sensor_ids=[f"syn-{i:03d}" for i in range(num_sensors)],
                       interval_minutes=interval_minutes, name="synthetic", coords=coords, adjacency=adj,
-                      timezone=timezone,
+                      timezone=timezone, missing=rule,
                       source="synthetic",
                       load_options=dict(num_sensors=num_sensors, days=days, interval_minutes=interval_minutes,
                                         seed=seed, start=start, num_corridors=int(num_corridors),
-                                        missing_rate=missing_rate, outages=outages, timezone=timezone))
+                                        missing_rate=missing_rate, outages=outages, timezone=timezone,
+                                        missing=rule.spec))
