@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from model.bundle import Manifest
+from service.admission import Admission
 from service.metrics import Metrics
 from service.openapi import live_document, shape_document
 from service.middleware import BodyLimit, RequestMetrics
@@ -65,7 +66,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
             log.warning("no API key configured: POST /readings and admin actions are refused")
         app.state.components = parts
         parts.ready = True
-        metrics.ready.set_function(  # himnet_ready without anyone calling /readyz
+        metrics.set_ready_function(  # himnet_ready without anyone calling /readyz
             lambda: float(parts.serving()))
         log.info("serving %s %s (%s, %s) with a %s buffer", parts.manifest.model_name,
                  parts.manifest.model_version, parts.runtime.backend, parts.runtime.provider,
@@ -82,6 +83,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await watcher
             await parts.close()
+            metrics.refresh_ready()  # multiprocess mode: this worker no longer counts ready
 
     # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts from the installed
     # fastapi-offline package (mounted under /static-offline-docs), not from a CDN.
@@ -95,5 +97,7 @@ def create_app(settings: Settings, manifest: Manifest | None = None) -> FastAPI:
         app.include_router(router)
     metrics.init_routes(app.openapi()["paths"])  # monitoring: series exist from the first scrape
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Admission, limit=settings.max_in_flight,
+                       retry_after_s=settings.retry_after_s, metrics=metrics)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -8,8 +8,8 @@ sensors never reads rows written for another layout):
   ``SETRANGE``; the key expires ``retention`` after its slot ends.
 * ``<prefix>:slots`` — sorted set of slots holding readings (score = slot), for "latest".
 
-A batch is written in one MULTI/EXEC transaction, so it is stored entirely or not at all, and a
-window is read with one MGET. :class:`MemoryBuffer` behaves the same inside one process.
+A batch is written in one MULTI/EXEC transaction (stored entirely or not at all), a window is
+read with one MGET (its end: ``service/window_end.py``); :class:`MemoryBuffer` does the same.
 
 Optionally (``min_replicas``) the transaction is followed, on the same connection and in the
 same round trip, by ``WAIT min_replicas timeout``: a batch fewer replicas acknowledged in time

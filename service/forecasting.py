@@ -25,7 +25,8 @@ import numpy as np
 
 from model.intervals import IntervalTable
 from model.missing import parse_rule
-from service.buffer import EndRule, ReadingBuffer
+from service.buffer import ReadingBuffer
+from service.buffer_types import EndRule
 from service.cache import ModelOutput, StatelessCache
 from service.errors import NotFound
 from service.metrics import Metrics

@@ -1,10 +1,20 @@
-"""Runs the model off the event loop, on ONE dedicated thread, with a bounded queue.
+"""Runs the model off the event loop, on ONE dedicated thread, in micro-batches, with deadlines.
 
 One thread because a runtime called from a thread other than the one that warmed it can run
 twice as slow (tooling notes: TorchScript 47 vs 23 ms), and FastAPI's default threadpool hops
-between threads; loading and warm-up therefore also happen on this thread. The bound keeps
-latency honest under overload: beyond it callers get :class:`Overloaded` (→ 503 Retry-After)
-instead of an ever-growing queue.
+between threads; loading and warm-up therefore also happen on this thread.
+
+Micro-batching: a forecast that finds the engine idle runs at once, alone (it never waits for
+a batch that may not fill); forecasts that arrive while a batch runs queue up and go together
+as the next batch (up to ``max_batch`` windows: the graph has a dynamic batch axis), their
+outputs split back per request. ``max_wait_ms`` > 0 additionally holds an idle engine's first
+forecast that long for company (worth it where a batch costs what one window does: a GPU).
+
+Latency stays bounded: a forecast that cannot *start* its model run within ``start_deadline_ms``
+is refused with :class:`Overloaded` (→ 503 Retry-After) at once — on admission when the
+estimated wait (the running batch's remainder plus the batches queued ahead, from a running
+mean of the cost per window) exceeds the deadline, else when the deadline passes while it waits.
+``max_pending`` bounds running plus queued forecasts as before.
 """
 
 from __future__ import annotations
@@ -12,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +33,52 @@ import numpy as np
 from model.bundle import Manifest
 from service.metrics import Metrics
 
+Output = tuple[np.ndarray, np.ndarray]  # forecast T_out×N, st_embedding N×d_st
+
 
 class Overloaded(RuntimeError):
-    """Too many forecasts running or waiting."""
+    """Too many forecasts running or waiting, or this one could not start in time."""
+
+
+@dataclass
+class _Job:
+    """One queued forecast: its inputs, the future its caller awaits, when it was queued."""
+
+    readings: np.ndarray  # T_in × N
+    input_time: np.ndarray  # T_in × 2
+    target_time: np.ndarray  # T_out × 2
+    future: asyncio.Future[Output]
+    queued: float
+    started: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How forecasts are grouped and how long one may wait to start (settings)."""
+
+    max_batch: int = 8
+    max_wait_ms: float = 0.0
+    start_deadline_ms: float | None = None  # None: wait as long as the queue bound allows
 
 
 class InferenceEngine:
     """Owns the runtime and the single thread that is allowed to call it."""
 
-    def __init__(self, max_pending: int, metrics: Metrics) -> None:
+    def __init__(self, max_pending: int, metrics: Metrics,
+                 policy: BatchPolicy | None = None) -> None:
         self.max_pending = max_pending
         self.metrics = metrics
+        self.policy = policy or BatchPolicy()
         self.runtime: Any = None
         self.thread_ident: int | None = None
+        self._queue: deque[_Job] = deque()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pending = 0
+        self._running = 0  # windows in the batch on the inference thread (0: idle)
+        self._running_since = 0.0
+        self._per_window_s: float | None = None  # running mean of a batch's cost per window
+        self._timer: asyncio.TimerHandle | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="himnet-inference")
 
     @property
@@ -60,43 +102,162 @@ class InferenceEngine:
         def _load() -> Any:
             self.thread_ident = threading.get_ident()
             self._thread = threading.current_thread()
-            return load_runtime(bundle_dir, backend=backend, device=device, threads=threads,
-                                warmup=True, manifest=manifest)
+            runtime = load_runtime(bundle_dir, backend=backend, device=device, threads=threads,
+                                   warmup=True, manifest=manifest)
+            started = time.perf_counter()
+            runtime.predict(*runtime.example_inputs(1))  # a first cost estimate for admission
+            self._per_window_s = time.perf_counter() - started
+            return runtime
 
         loop = asyncio.get_running_loop()
         self.runtime = await loop.run_in_executor(self._executor, _load)
         return self.runtime
 
-    async def predict(
-        self, readings: np.ndarray, input_time: np.ndarray, target_time: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Batch-of-one forecast; raises :class:`Overloaded` when the queue is full."""
+    async def predict(self, readings: np.ndarray, input_time: np.ndarray,
+                      target_time: np.ndarray) -> Output:
+        """One window's forecast (run alone or in a batch); raises :class:`Overloaded`."""
         if self.runtime is None:
             raise RuntimeError("the model is not loaded")
         if self._pending >= self.max_pending:
-            self.metrics.inference_rejected.inc()
+            self._refuse("queue_full")
             raise Overloaded(f"{self._pending} forecasts already running or queued")
+        deadline = self.policy.start_deadline_ms
+        if deadline is not None and self.estimated_wait_s() * 1e3 > deadline:
+            self._refuse("start_deadline")
+            raise Overloaded(f"a forecast could not start within {deadline:g} ms")
+        loop = asyncio.get_running_loop()
+        job = _Job(readings, input_time, target_time, loop.create_future(), time.perf_counter())
+        self._queue.append(job)
         self._pending += 1
         self.metrics.inference_pending.set(self._pending)
-        queued = time.perf_counter()
-        runtime = self.runtime
-
-        def _run() -> tuple[np.ndarray, np.ndarray, float]:
-            started = time.perf_counter()
-            self.metrics.inference_wait_seconds.observe(started - queued)
-            forecast, st = runtime.predict(readings[None], input_time[None], target_time[None])
-            took = time.perf_counter() - started
-            return forecast, st, took
-
         try:
-            loop = asyncio.get_running_loop()
-            forecast, st, took = await loop.run_in_executor(self._executor, _run)
+            self._dispatch()
+            return await job.future
         finally:
             self._pending -= 1
             self.metrics.inference_pending.set(self._pending)
-        self.metrics.inference_seconds.observe(took)
-        return np.asarray(forecast[0], dtype=np.float32), np.asarray(st[0], dtype=np.float32)
+
+    def estimated_wait_s(self) -> float:
+        """How long a forecast queued now would wait before its model run starts."""
+        if not self._running:
+            return 0.0
+        per_window = self._per_window_s or 0.0
+        left = max(0.0, self._running * per_window - (time.perf_counter() - self._running_since))
+        batches_ahead = len(self._queue) // self.policy.max_batch
+        return left + batches_ahead * self.policy.max_batch * per_window
+
+    def _refuse(self, reason: str) -> None:
+        self.metrics.inference_rejected.inc()
+        self.metrics.inference_shed.labels(reason).inc()
+
+    def _dispatch(self) -> None:
+        """Start the next batch if the engine is idle (on the event loop)."""
+        if self._closed:  # a retired model: nothing queued on it will run any more
+            while self._queue:
+                job = self._queue.popleft()
+                if not job.future.done():
+                    job.future.set_exception(RuntimeError("the model was closed"))
+            return
+        self._expire()
+        if self._running or not self._queue:
+            if self._running and self._timer is None:
+                self._arm_deadline()  # a forecast queued behind the running batch
+            return
+        policy = self.policy
+        held = (time.perf_counter() - self._queue[0].queued) * 1e3
+        if len(self._queue) < policy.max_batch and held < policy.max_wait_ms:
+            self._arm(policy.max_wait_ms - held)
+            return
+        jobs = [self._queue.popleft() for _ in range(min(policy.max_batch, len(self._queue)))]
+        self._running = len(jobs)
+        self._running_since = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._executor, self._run_batch, jobs)
+        done.add_done_callback(lambda f: self._finish(jobs, f))
+        self._arm_deadline()
+
+    def _run_batch(self, jobs: list[_Job]) -> tuple[Output, float]:
+        """On the inference thread: one runtime call for every job (batch axis first)."""
+        started = time.perf_counter()
+        for job in jobs:
+            job.started = started
+        if len(jobs) == 1:
+            job = jobs[0]
+            args = (job.readings[None], job.input_time[None], job.target_time[None])
+        else:
+            args = (np.stack([j.readings for j in jobs]), np.stack([j.input_time for j in jobs]),
+                    np.stack([j.target_time for j in jobs]))
+        out = self.runtime.predict(*args)
+        return out, time.perf_counter() - started
+
+    def _finish(self, jobs: list[_Job], done: asyncio.Future[tuple[Output, float]]) -> None:
+        """Back on the event loop: hand each caller its slice, then start the next batch."""
+        self._running = 0
+        if done.cancelled() or done.exception() is not None:
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+        else:
+            (forecast, st), took = done.result()
+            self._observe(jobs, took)
+            for i, job in enumerate(jobs):
+                if not job.future.done():  # a caller may have gone (client disconnected)
+                    job.future.set_result((np.asarray(forecast[i], dtype=np.float32),
+                                           np.asarray(st[i], dtype=np.float32)))
+        self._dispatch()
+
+    def _observe(self, jobs: list[_Job], took: float) -> None:
+        m = self.metrics
+        m.inference_seconds.observe(took)
+        m.inference_batch_size.observe(len(jobs))
+        for job in jobs:
+            m.inference_wait_seconds.observe(job.started - job.queued)
+        per_window = took / len(jobs)
+        previous = self._per_window_s
+        self._per_window_s = per_window if previous is None else 0.8 * previous + 0.2 * per_window
+
+    def _arm(self, delay_ms: float) -> None:
+        """Call :meth:`_dispatch` again in ``delay_ms`` (one timer at a time)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay_ms) / 1e3,
+                                                            self._on_timer)
+
+    def _arm_deadline(self) -> None:
+        """While a batch runs, wake up when the oldest queued forecast's start deadline passes."""
+        deadline = self.policy.start_deadline_ms
+        if deadline is None or not self._queue:
+            return
+        self._arm(deadline - (time.perf_counter() - self._queue[0].queued) * 1e3)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+        if self._running:
+            self._arm_deadline()
+
+    def _expire(self) -> None:
+        """Drop queued forecasts whose caller left, refuse those whose start deadline passed."""
+        deadline = self.policy.start_deadline_ms
+        now = time.perf_counter()
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # cancelled: the client went away
+                self._queue.popleft()
+            elif deadline is not None and (now - job.queued) * 1e3 > deadline:
+                self._queue.popleft()
+                self._refuse("start_deadline")
+                job.future.set_exception(
+                    Overloaded(f"the forecast could not start within {deadline:g} ms"))
+            else:
+                return
 
     def close(self) -> None:
+        """Stop the thread (any thread may call this); forecasts still queued get an error."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._queue:  # their futures belong to the event loop: fail them there
+            self._queue[0].future.get_loop().call_soon_threadsafe(self._dispatch)

@@ -22,7 +22,7 @@ from model.intervals import IntervalError, bundle_intervals
 from service.cache import ForecastCache, OutputCodec, cache_namespace
 from service.embeddings import EmbeddingIndex
 from service.errors import Conflict, InvalidInput, NotFound, ServiceError
-from service.inference import InferenceEngine
+from service.inference import BatchPolicy, InferenceEngine
 from service.metrics import Metrics
 from service.models import ModelSlot, ServedModel
 from service.settings import Settings
@@ -65,6 +65,12 @@ async def verify(bundle_dir: Path) -> Manifest:
         return await asyncio.to_thread(verify_bundle, bundle_dir)
     except BundleError as exc:
         raise BundleRefused("invalid-bundle", f"bundle {bundle_dir} refused: {exc}") from exc
+
+
+def batch_policy(settings: Settings) -> BatchPolicy:
+    """The micro-batching and start-deadline settings, for every engine (startup and reload)."""
+    return BatchPolicy(settings.max_batch, settings.batch_wait_ms,
+                       settings.start_deadline_ms or None)
 
 
 def contract_breaks(serving: Manifest, candidate: Manifest) -> list[str]:
@@ -115,7 +121,7 @@ async def load_model(settings: Settings, metrics: Metrics, bundle_dir: Path, *,
             raise IncompatibleBundle("incompatible-bundle", f"bundle {bundle_dir} refused: it "
                                      f"breaks the serving contract ({'; '.join(breaks)})",
                                      differences=breaks)
-    engine = InferenceEngine(settings.inference_queue, metrics)
+    engine = InferenceEngine(settings.inference_queue, metrics, batch_policy(settings))
     try:
         runtime = await engine.load(bundle_dir, settings.backend, settings.device,
                                     settings.threads, manifest=manifest)
@@ -144,9 +150,8 @@ def _cache_for(settings: Settings, manifest: Manifest, cache: ForecastCache) -> 
 def show_model(metrics: Metrics, model: ServedModel) -> None:
     """``himnet_model_info`` names the active model only."""
     m, rt = model.manifest, model.runtime
-    metrics.model_info.clear()
-    metrics.model_info.labels(m.model_name, m.model_version, str(rt.backend), str(rt.provider),
-                              str(m.num_nodes)).set(1)
+    metrics.show_model(m.model_name, m.model_version, str(rt.backend), str(rt.provider),
+                       str(m.num_nodes))
 
 
 class Reloader:

@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     )
     cache_entries: int = Field(4_096, ge=0, description="In-process cache size (entries).")
     inference_queue: int = Field(8, ge=1, description="Forecasts running or waiting; more → 503.")
+    # --- serving under pressure (docs/performance.md says how the defaults were measured) ----
+    max_batch: int = Field(4, ge=1, description="Most windows in one model run (micro-batching).")
+    batch_wait_ms: float = Field(
+        0.0, ge=0, description="How long an idle engine holds a forecast for company; 0 = run at "
+        "once, batch only what queued while the model was busy.")
+    start_deadline_ms: float = Field(
+        40.0, ge=0, description="A forecast that cannot start its model run this soon gets 503 "
+        "at once; 0 = no deadline (wait as long as the queue bound allows).")
+    max_in_flight: int = Field(16, ge=1, description="Forecast requests in flight per worker "
+                               "(HTTP layer); more get 503 before their body is read.")
+    workers: int = Field(1, ge=1, description="Worker processes (each loads the bundle); more "
+                         "than one needs Redis (readings and caches shared).")
     retry_after_s: int = Field(1, ge=1)
     response_decimals: int | None = Field(
         4, ge=0, le=9, description="Round forecasts in responses; unset = full float32 precision."
@@ -127,6 +139,10 @@ class Settings(BaseSettings):
         if self.api_key is not None and self.api_key_file is not None:
             raise ValueError("set api_key or api_key_file, not both")
         self._check_redis()
+        if self.workers > 1 and not (self.redis_url or self.redis_sentinels):
+            raise ValueError("workers > 1 needs Redis (HIMNET_REDIS_URL or HIMNET_REDIS_SENTINELS):"
+                             " each worker would keep its own in-memory reading buffer and cache, "
+                             "and they would diverge")
         if self.watch_interval_s is not None and self.models_dir is None:
             raise ValueError("watch_interval_s needs models_dir (the directory to watch)")
         return self

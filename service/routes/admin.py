@@ -21,7 +21,7 @@ router = APIRouter(tags=["admin"], dependencies=[Depends(require_key)])
 
 @router.post("/admin/reload", response_model=ReloadResult, summary="Load a model and swap it in",
              dependencies=[Depends(json_body)],
-             responses=problem_responses(400, 401, 403, 404, 409, 415, 422))
+             responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422))
 async def reload_model(reloader: ReloaderDep, models: ModelsDep,
                        req: ReloadRequest | None = Body(None)) -> ReloadResult:
     """Load the configured bundle directory (no body) or ``version`` from HIMNET_MODELS_DIR,

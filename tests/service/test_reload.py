@@ -231,3 +231,21 @@ def test_watching_needs_a_models_dir(tiny_bundle: Path) -> None:
 
     with pytest.raises(ValidationError, match="watch_interval_s needs models_dir"):
         Settings(bundle_dir=tiny_bundle, watch_interval_s=1.0)
+
+
+def test_a_reloaded_model_runs_under_the_configured_batch_policy(
+        make_settings, models_dir: Path) -> None:
+    from service.inference import BatchPolicy
+
+    wanted = BatchPolicy(max_batch=3, max_wait_ms=7.0, start_deadline_ms=25.0)
+    settings = _settings(make_settings, models_dir, max_batch=3, batch_wait_ms=7.0,
+                         start_deadline_ms=25.0)
+    with serve_app(settings) as (client, app):
+        first = app.state.components.engine
+        assert first.policy == wanted
+        r = client.post("/admin/reload", json={"version": "v2"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        reloaded = app.state.components.engine
+        assert reloaded is not first and reloaded.policy == wanted
+        assert client.post("/admin/rollback", headers=AUTH).status_code == 200
+        assert app.state.components.engine is first and first.policy == wanted
