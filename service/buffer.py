@@ -24,7 +24,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import numpy as np
 from redis import asyncio as aioredis
@@ -259,8 +259,12 @@ class RedisBuffer(ReadingBuffer):
             return await self._write_and_wait(updates)
         pipe = self.client.pipeline(transaction=True)
         self._queue(pipe, updates)
+        await self._execute_write(pipe)
+
+    async def _execute_write(self, pipe: Any) -> list[Any]:
+        """Send a write pipeline; a timeout means "maybe stored", any other failure "not stored"."""
         try:
-            await pipe.execute()
+            return await pipe.execute()
         except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
             self.on_error("write")
             raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
@@ -281,14 +285,7 @@ class RedisBuffer(ReadingBuffer):
         self._queue(pipe, updates)
         pipe.execute_command("EXEC")
         pipe.execute_command("WAIT", self.min_replicas, self.replica_timeout_ms)
-        try:
-            *_, applied, acked = await pipe.execute()
-        except (RedisTimeout, TimeoutError) as exc:  # sent, maybe applied, answer not seen
-            self.on_error("write")
-            raise WriteUncertain(f"Redis did not confirm the write in time: {exc}") from exc
-        except (RedisError, OSError) as exc:
-            self.on_error("write")
-            raise BufferUnavailable(f"Redis did not store the readings: {exc}", "write") from exc
+        *_, applied, acked = await self._execute_write(pipe)
         failed = ([r for r in applied if isinstance(r, Exception)] if isinstance(applied, list)
                   else [applied])  # not a list: EXEC was aborted
         if failed:
