@@ -25,6 +25,7 @@ import numpy as np
 
 from model.intervals import IntervalTable
 from model.missing import parse_rule
+from service.background import BackgroundWrites
 from service.buffer import ReadingBuffer
 from service.buffer_types import EndRule
 from service.cache import ModelOutput, StatelessCache
@@ -109,6 +110,8 @@ class Forecaster:
         self.out_steps = out_steps
         self.policy = missing_policy
         self._inflight: dict[bytes, asyncio.Future[ModelOutput]] = {}
+        self._landing: dict[bytes, ModelOutput] = {}  # computed, cache write still in flight
+        self.background = BackgroundWrites()  # writes the answer does not wait for
         self.live: LiveScoring | None = None  # set by startup: remembers buffer forecasts
         self.min_slot_coverage = min_slot_coverage
         num_nodes = buffer.num_nodes
@@ -149,7 +152,9 @@ class Forecaster:
                            f"no readings in the input window ending at {self.clock.iso(last_slot)}")
         self.metrics.window_coverage.set(float((~np.isnan(window)).mean()))
         digest = self.digest(window, last_slot, model.version)
-        out = await cache.get(last_slot, digest, prefetched)
+        out = self._landing.get(digest)
+        if out is None:
+            out = await cache.get(last_slot, digest, prefetched)
         if out is not None:
             self.metrics.cache_hits.labels("buffer").inc()
             if self.live is not None:
@@ -158,13 +163,23 @@ class Forecaster:
                             newest, model.intervals)
         self.metrics.cache_misses.labels("buffer").inc()
         out = await self._compute_once(model, window, last_slot, digest)
-        ttl = self.buffer.expires_at(last_slot) - time.time()
-        if ttl > 0:
-            await cache.put(last_slot, digest, out, ttl)
-        if self.live is not None:
-            await self.live.remember(model, last_slot, window, out.forecast)
+        self._landing[digest] = out  # identical requests until the write lands: no recompute
+        self.background.spawn(self._keep(model, last_slot, window, digest, out), "keep-forecast")
         return Forecast(model.version, last_slot, window, out, digest, "buffer", False, reason,
                         newest, model.intervals)
+
+    async def _keep(self, model: ServedModel, last_slot: int, window: np.ndarray, digest: bytes,
+                    out: ModelOutput) -> None:
+        """After the answer: cache the output for other requests and replicas, and remember the
+        forecast for live accuracy. Both stores report their own failures."""
+        try:
+            ttl = self.buffer.expires_at(last_slot) - time.time()
+            if ttl > 0:
+                await model.cache.put(last_slot, digest, out, ttl)
+            if self.live is not None:
+                await self.live.remember(model, last_slot, window, out.forecast)
+        finally:
+            self._landing.pop(digest, None)
 
     async def _default_window(self, model: ServedModel
                               ) -> tuple[int, np.ndarray, bytes | None, int, str]:
@@ -207,7 +222,9 @@ class Forecaster:
         await self.models.active.cache.invalidate(slots)
 
     async def clear_cache(self) -> None:
-        """Forget every cached output (buffered of the active version, and stateless)."""
+        """Forget every cached output (buffered of the active version, and stateless); writes
+        still in flight land first, so none re-creates an entry after the clear."""
+        await self.background.drain()
         self.stateless_cache.clear()
         await self.models.active.cache.clear()
 

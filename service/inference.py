@@ -20,6 +20,7 @@ mean of the cost per window) exceeds the deadline, else when the deadline passes
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections import deque
@@ -36,6 +37,20 @@ from service.metrics import Metrics
 Output = tuple[np.ndarray, np.ndarray]  # forecast T_out×N, st_embedding N×d_st
 
 
+@dataclass(frozen=True)
+class RunTiming:
+    """The model run behind this request's forecast (the ``Server-Timing`` header reports it)."""
+
+    wait_s: float  # queued until its batch started
+    model_s: float  # the batch's runtime call
+    batch: int  # windows in that call
+
+
+# Set by :meth:`InferenceEngine.predict` in the calling request's context; None: no model run.
+last_run: contextvars.ContextVar[RunTiming | None] = contextvars.ContextVar("himnet_last_run",
+                                                                            default=None)
+
+
 class Overloaded(RuntimeError):
     """Too many forecasts running or waiting, or this one could not start in time."""
 
@@ -50,6 +65,8 @@ class _Job:
     future: asyncio.Future[Output]
     queued: float
     started: float = field(default=0.0)
+    took: float = field(default=0.0)  # the batch's runtime call, seconds
+    batch: int = field(default=0)
 
 
 @dataclass(frozen=True)
@@ -132,7 +149,9 @@ class InferenceEngine:
         self.metrics.inference_pending.set(self._pending)
         try:
             self._dispatch()
-            return await job.future
+            out = await job.future
+            last_run.set(RunTiming(job.started - job.queued, job.took, job.batch))
+            return out
         finally:
             self._pending -= 1
             self.metrics.inference_pending.set(self._pending)
@@ -202,6 +221,7 @@ class InferenceEngine:
             (forecast, st), took = done.result()
             self._observe(jobs, took)
             for i, job in enumerate(jobs):
+                job.took, job.batch = took, len(jobs)
                 if not job.future.done():  # a caller may have gone (client disconnected)
                     job.future.set_result((np.asarray(forecast[i], dtype=np.float32),
                                            np.asarray(st[i], dtype=np.float32)))

@@ -3,7 +3,10 @@
 * :class:`BodyLimit` reads the request body up front and answers 413 problem+json beyond the
   limit, whether or not the client announced a Content-Length; the app then sees the body
   replayed, so a route never runs on a truncated body.
-* :class:`RequestMetrics` counts requests and latency by route template, method and status.
+* :class:`RequestMetrics` counts requests and latency by route template, method and status,
+  and answers with a ``Server-Timing`` header (W3C): ``app`` (this process, up to the start of
+  the answer) and, when the answer needed a model run, ``queue`` and ``model`` (its batch's
+  runtime call), so a client or a benchmark can tell the service's own time from the model's.
 """
 
 from __future__ import annotations
@@ -13,8 +16,19 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.inference import last_run
 from service.metrics import Metrics
 from service.problems import problem_response
+
+
+def server_timing(elapsed_s: float) -> bytes:
+    """The ``Server-Timing`` value for a request that has run ``elapsed_s`` so far (ms)."""
+    parts = [f"app;dur={elapsed_s * 1e3:.3f}"]
+    run = last_run.get()
+    if run is not None:
+        parts.append(f"queue;dur={run.wait_s * 1e3:.3f}")
+        parts.append(f"model;dur={run.model_s * 1e3:.3f};desc=\"batch {run.batch}\"")
+    return ", ".join(parts).encode()
 
 
 class BodyLimit:
@@ -85,16 +99,20 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = 500
+        token = last_run.set(None)  # a test client may reuse one task for many requests
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                timing = (b"server-timing", server_timing(time.perf_counter() - started))
+                message = {**message, "headers": [*message.get("headers", ()), timing]}
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            last_run.reset(token)
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             labels = (template, scope["method"], str(status))

@@ -70,6 +70,7 @@ class Components:
     async def close(self) -> None:
         """Stop answering ready, release the store's connections and the inference threads."""
         self.ready = False
+        await self.forecaster.background.drain()  # cache and live-accuracy writes in flight
         if self.live is not None:
             await self.live.close()
         await self.buffer.close()

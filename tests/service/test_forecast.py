@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -203,8 +204,7 @@ def test_cache_hit_and_invalidation_by_late_reading(make_settings, reference, pr
         assert 0 <= age_again - age_first < 30
         assert again_body == first_body
         assert older.headers["x-cache"] == "miss"
-        cache_keys = [k for k in redis.Redis.from_url(redis_url).scan_iter(f"{prefix}:*:fc:*")]
-        assert len(cache_keys) == 2
+        assert _cache_keys_soon(redis_url, prefix, 2) == 2  # written after the answers
 
         # a late reading for slot last-3 belongs to the window ending at `last` but not to
         # the one ending at last-4: only the first must be recomputed
@@ -226,6 +226,18 @@ def test_cache_hit_and_invalidation_by_late_reading(make_settings, reference, pr
     assert not np.allclose(_as_matrix(after.json(), sensors), _as_matrix(first.json(), sensors))
     assert 'himnet_forecast_cache_hits_total{source="buffer"} 2.0' in metrics
     assert 'himnet_forecast_cache_misses_total{source="buffer"} 3.0' in metrics
+
+
+def _cache_keys_soon(redis_url: str, prefix: str, want: int, within_s: float = 5.0) -> int:
+    """The number of cache entries once ``want`` are there (or the deadline passes): a cache
+    write lands just after its forecast's answer."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + within_s
+    while True:
+        found = len(list(client.scan_iter(f"{prefix}:*:fc:*")))
+        if found >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
 
 
 def test_stateless_forecast_with_empty_buffer(make_settings, reference) -> None:
