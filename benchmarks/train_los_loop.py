@@ -73,7 +73,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="1 by default: on a busy 2-core box two OpenMP threads spin-wait (measured 35 s/step vs 6.6 s)")
     p.add_argument("--loss", default="masked_mae", choices=LOSSES,
-                   help="masked_mse trains for RMSE, the figure that T-GCN's comparison turns on")
+                   help="masked_mse trains for RMSE, the figure that T-GCN's comparison turns on; "
+                        "mae_mse mixes MAE and MSE")
+    p.add_argument("--mse-weight", type=float, help="w in mae_mse = MAE + w * MSE (default: training's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (the criteria and the 45-minute budget are CPU's)")
     p.add_argument("--resume", action="store_true")
@@ -86,6 +88,7 @@ def main() -> int:
     start = time.monotonic()
     load1 = os.getloadavg()
     settings = dict(preset="metr-la", split="los-loop", hidden=args.hidden, epochs=args.epochs, loss=args.loss,
+                    mse_weight=args.mse_weight,
                     patience=args.patience, embedding_dims=int_list(args.embedding_dims),
                     lr_milestones=int_list(args.lr_milestones),
                     tf_decay_steps=args.tf_decay_steps, max_time=args.max_time, device=args.device, seed=args.seed,

@@ -24,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from training.distributed import DistInfo, all_reduce_sum, broadcast_flag
-from training.metrics import loss_terms
+from training.metrics import DEFAULT_MSE_WEIGHT, loss_terms
 from training.windows import PreparedData, WindowDataset
 
 log = logging.getLogger("himnet.train")
@@ -36,6 +36,7 @@ class LoopSettings:
     """Optimisation settings, resolved from a preset plus overrides."""
 
     loss: str = "masked_mae"
+    mse_weight: float = DEFAULT_MSE_WEIGHT  # the MSE part's weight in the mae_mse loss
     lr: float = 1e-3
     eps: float = 1e-3
     weight_decay: float = 0.0
@@ -85,7 +86,8 @@ def validation_loss(model: nn.Module, ds: WindowDataset, prepared: PreparedData,
     for batch in shard_batches(ds, settings.eval_batch_size, info):
         batch = batch.to(device)
         pred = prepared.scaler.inverse(model(batch.x, batch.y_cov))  # B × T_out × N × 1
-        total, count = loss_terms(settings.loss, pred, batch.target, prepared.data.missing)
+        total, count = loss_terms(settings.loss, pred, batch.target, prepared.data.missing,
+                                   settings.mse_weight)
         sums += torch.stack([total.double(), count.double()])
     all_reduce_sum(sums, info)
     return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
@@ -278,7 +280,8 @@ def _step(run: _Run, batch: Any, batches_seen: int) -> float:
     """One optimiser step on ``batch``; its loss."""
     out = run.net(batch.x, batch.y_cov, batch.labels, batches_seen)  # B × T_out × N × 1, scaled
     pred = run.prepared.scaler.inverse(out)
-    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target, run.prepared.data.missing)
+    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target, run.prepared.data.missing,
+                                 run.settings.mse_weight)
     loss = loss_sum / count.clamp_min(1.0)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
