@@ -57,7 +57,7 @@ def check(report: dict) -> list[tuple[str, bool, str]]:
     return out
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", default="runs/los-loop")
     p.add_argument("--hidden", type=int, default=32)
@@ -86,7 +86,11 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (the criteria and the 45-minute budget are CPU's)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = _parser().parse_args()
     torch.set_num_threads(args.threads)
     if not (los_loop_dir() / "los_speed.csv").is_file():
         print(f"LOS-LOOP not found under {los_loop_dir()}", file=sys.stderr)
