@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from training.datasets import load_dataset, los_loop_dir  # noqa: E402
 from training.evaluate import format_table  # noqa: E402
+from training.averaging import AVERAGES  # noqa: E402
 from training.metrics import LOSSES, average_steps  # noqa: E402
 from himnet.args import int_list  # noqa: E402
 from training.train import train_model  # noqa: E402
@@ -56,7 +57,7 @@ def check(report: dict) -> list[tuple[str, bool, str]]:
     return out
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", default="runs/los-loop")
     p.add_argument("--hidden", type=int, default=32)
@@ -73,12 +74,23 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="1 by default: on a busy 2-core box two OpenMP threads spin-wait (measured 35 s/step vs 6.6 s)")
     p.add_argument("--loss", default="masked_mae", choices=LOSSES,
-                   help="masked_mse trains for RMSE, the figure that T-GCN's comparison turns on")
+                   help="masked_mse trains for RMSE, the figure that T-GCN's comparison turns on; "
+                        "mae_mse mixes MAE and MSE")
+    p.add_argument("--mse-weight", type=float, help="w in mae_mse = MAE + w * MSE (default: training's)")
+    p.add_argument("--average", default="none", choices=AVERAGES,
+                   help="weight averaging validated and kept instead of the last weights (ema | swa)")
+    p.add_argument("--ema-decay", type=float, help="EMA decay per step (default: training's)")
+    p.add_argument("--swa-epochs", type=int, help="SWA: mean of the last K epochs' weights (default: training's)")
+    p.add_argument("--swa-start", type=int, help="SWA: first epoch that may enter the mean (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (the criteria and the 45-minute budget are CPU's)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--progress", action="store_true")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = _parser().parse_args()
     torch.set_num_threads(args.threads)
     if not (los_loop_dir() / "los_speed.csv").is_file():
         print(f"LOS-LOOP not found under {los_loop_dir()}", file=sys.stderr)
@@ -86,6 +98,8 @@ def main() -> int:
     start = time.monotonic()
     load1 = os.getloadavg()
     settings = dict(preset="metr-la", split="los-loop", hidden=args.hidden, epochs=args.epochs, loss=args.loss,
+                    mse_weight=args.mse_weight, average=args.average, ema_decay=args.ema_decay,
+                    swa_epochs=args.swa_epochs, swa_start=args.swa_start,
                     patience=args.patience, embedding_dims=int_list(args.embedding_dims),
                     lr_milestones=int_list(args.lr_milestones),
                     tf_decay_steps=args.tf_decay_steps, max_time=args.max_time, device=args.device, seed=args.seed,

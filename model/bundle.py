@@ -87,6 +87,9 @@ class Manifest:
     missing_rule: str = "zero"  # model.missing spelling of what marks a gap; older bundles lack it: zero
     # format 2: how the prediction intervals were calibrated (levels, split, rule); None = none
     intervals: dict[str, Any] | None = None
+    # how the weights were trained: loss (+ mae_mse weight), weight averaging (+ its settings);
+    # None = not recorded (bundles exported before the field existed still load)
+    training: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,8 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from training.averaging import DEFAULT_EMA_DECAY, DEFAULT_SWA_EPOCHS, Averager, make_averager
 from training.distributed import DistInfo, all_reduce_sum, broadcast_flag
-from training.metrics import loss_terms
+from training.metrics import DEFAULT_MSE_WEIGHT, loss_terms
 from training.windows import PreparedData, WindowDataset
 
 log = logging.getLogger("himnet.train")
@@ -36,12 +37,17 @@ class LoopSettings:
     """Optimisation settings, resolved from a preset plus overrides."""
 
     loss: str = "masked_mae"
+    mse_weight: float = DEFAULT_MSE_WEIGHT  # the MSE part's weight in the mae_mse loss
     lr: float = 1e-3
     eps: float = 1e-3
     weight_decay: float = 0.0
     lr_milestones: tuple[int, ...] = ()
     lr_decay: float = 0.1
     clip_grad_norm: float = 5.0
+    average: str = "none"  # weight averaging (training.averaging): none | ema | swa
+    ema_decay: float = DEFAULT_EMA_DECAY
+    swa_epochs: int = DEFAULT_SWA_EPOCHS
+    swa_start: int = 1
     batch_size: int = 16
     eval_batch_size: int = 64
     max_epochs: int = 200
@@ -85,7 +91,8 @@ def validation_loss(model: nn.Module, ds: WindowDataset, prepared: PreparedData,
     for batch in shard_batches(ds, settings.eval_batch_size, info):
         batch = batch.to(device)
         pred = prepared.scaler.inverse(model(batch.x, batch.y_cov))  # B × T_out × N × 1
-        total, count = loss_terms(settings.loss, pred, batch.target, prepared.data.missing)
+        total, count = loss_terms(settings.loss, pred, batch.target, prepared.data.missing,
+                                   settings.mse_weight)
         sums += torch.stack([total.double(), count.double()])
     all_reduce_sum(sums, info)
     return float(sums[0] / sums[1]) if sums[1] > 0 else math.nan
@@ -127,6 +134,7 @@ class _Run:
     info: DistInfo
     device: torch.device
     start_time: float
+    averager: Averager | None = None  # what is validated and kept when weights are averaged
 
     def elapsed(self, progress: _Progress) -> float:
         return progress.elapsed_before + time.monotonic() - self.start_time
@@ -186,7 +194,9 @@ def _start(model: nn.Module, prepared: PreparedData, settings: LoopSettings, inf
     sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=settings.seed)
     loader = _batches(train_ds, settings.batch_size, sampler)
-    return _Run(model, net, optimizer, scheduler, sampler, loader, prepared, settings, info, device, start_time)
+    averager = make_averager(settings.average, model, settings.ema_decay, settings.swa_epochs, settings.swa_start)
+    return _Run(model, net, optimizer, scheduler, sampler, loader, prepared, settings, info, device, start_time,
+                averager)
 
 
 def _load_resume(run: _Run, path: Path) -> _Progress:
@@ -200,14 +210,26 @@ def _load_resume(run: _Run, path: Path) -> _Progress:
                          best_val=state["best_val"], best_epoch=state["best_epoch"],
                          best_state=state["best_state"], history=state["history"],
                          elapsed_before=state.get("seconds", 0.0), early_stopped=bool(state.get("early_stopped")))
+    _load_averager(run, state.get("averager"), path)
     torch.set_rng_state(state["rng"])
     log.info("resumed from %s after epoch %d (%d batches seen, best val %.4f)", path, progress.epoch,
              progress.batches_seen, progress.best_val)
     return progress
 
 
+def _load_averager(run: _Run, state: dict[str, Any] | None, path: Path) -> None:
+    """The averager's state from ``resume.pt``; refuses a resume under another ``--average``."""
+    had = state["kind"] if state else "none"
+    if had != run.settings.average:
+        raise ValueError(f"{path} was written with --average {had}; resume with the same, "
+                         f"not --average {run.settings.average}")
+    if run.averager is not None and state is not None:
+        run.averager.load_state_dict(state)
+
+
 def _resume_state(run: _Run, progress: _Progress) -> dict[str, Any]:
     return {
+        "averager": run.averager.state_dict() if run.averager is not None else None,
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "epoch": progress.epoch, "batches_seen": progress.batches_seen,
         "wait": progress.wait, "best_val": progress.best_val, "best_epoch": progress.best_epoch,
@@ -224,21 +246,28 @@ def _run_epoch(run: _Run, progress: _Progress) -> str | None:
     run_sum, run_n, out_of_budget = _train_batches(run, progress, epoch_start)
     progress.epoch += 1
     run.scheduler.step()
+    judged = run.model  # the weights validated and kept: the averaged ones once there are any
+    if run.averager is not None:
+        run.averager.after_epoch(run.model, progress.epoch)
+        averaged = run.averager.averaged()
+        judged = averaged if averaged is not None else run.model
     train_loss = torch.tensor([run_sum, float(run_n)], dtype=torch.float64, device=run.device)
     all_reduce_sum(train_loss, run.info)
     train_loss_value = float(train_loss[0] / train_loss[1]) if train_loss[1] > 0 else math.nan
     val_ds = run.prepared.splits["val"]
-    val_loss = validation_loss(run.model, val_ds, run.prepared, run.settings, run.info, run.device) \
+    val_loss = validation_loss(judged, val_ds, run.prepared, run.settings, run.info, run.device) \
         if len(val_ds) else train_loss_value
     improved = val_loss < progress.best_val
     if improved:
         progress.best_val, progress.best_epoch, progress.wait = val_loss, progress.epoch, 0
-        progress.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in run.model.state_dict().items()})
+        progress.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in judged.state_dict().items()})
     else:
         progress.wait += 1
     row = {"epoch": progress.epoch, "train_loss": train_loss_value, "val_loss": val_loss,
            "lr": run.optimizer.param_groups[0]["lr"], "batches_seen": progress.batches_seen,
            "seconds": time.monotonic() - epoch_start}
+    if run.averager is not None:
+        row["validated"] = run.averager.kind if judged is not run.model else "raw"
     progress.history.append(row)
     if run.info.is_main:
         log.info("epoch %3d  train %.4f  val %.4f%s  lr %.1e  %d steps  %.1fs", progress.epoch, train_loss_value,
@@ -278,13 +307,16 @@ def _step(run: _Run, batch: Any, batches_seen: int) -> float:
     """One optimiser step on ``batch``; its loss."""
     out = run.net(batch.x, batch.y_cov, batch.labels, batches_seen)  # B × T_out × N × 1, scaled
     pred = run.prepared.scaler.inverse(out)
-    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target, run.prepared.data.missing)
+    loss_sum, count = loss_terms(run.settings.loss, pred, batch.target, run.prepared.data.missing,
+                                 run.settings.mse_weight)
     loss = loss_sum / count.clamp_min(1.0)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.settings.clip_grad_norm:
         nn.utils.clip_grad_norm_(run.model.parameters(), run.settings.clip_grad_norm)
     run.optimizer.step()
+    if run.averager is not None:
+        run.averager.after_step(run.model)
     return float(loss.detach())
 
 

@@ -67,4 +67,21 @@ def build_manifest(checkpoint: Checkpoint, *, contraction: str, files: dict[str,
         files=files,
         export=export,
         intervals=intervals,
+        training=training_options(checkpoint),
     )
+
+
+def training_options(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The training options that shaped the weights (loss, weight averaging), with only the
+    settings that apply to them; None for a checkpoint without loop settings."""
+    loop = checkpoint.train_settings.get("loop")
+    if not isinstance(loop, Mapping) or "loss" not in loop:
+        return None
+    out: dict[str, Any] = {"loss": loop["loss"], "average": loop.get("average", "none")}
+    if out["loss"] == "mae_mse":
+        out["mse_weight"] = loop["mse_weight"]
+    if out["average"] == "ema":
+        out["ema_decay"] = loop["ema_decay"]
+    if out["average"] == "swa":
+        out.update(swa_epochs=loop["swa_epochs"], swa_start=loop["swa_start"])
+    return jsonable(out)

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -24,11 +25,12 @@ import torch
 from himnet.args import add_data_option, embedding_dims, int_list, parse_data_options
 from model import HimNet, HimNetConfig, get_preset, parse_rule
 from training import distributed
+from training.averaging import AVERAGES, DEFAULT_EMA_DECAY, DEFAULT_SWA_EPOCHS, check_average
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.evaluate import evaluate_model, format_table
 from training.loop import LoopSettings, fit, seed_everything
-from training.metrics import LOSSES, average_steps
+from training.metrics import DEFAULT_MSE_WEIGHT, LOSSES, average_steps
 from training.windows import prepare
 
 log = logging.getLogger("himnet.train")
@@ -57,6 +59,11 @@ class TrainSettings:
     weight_decay: float | None = None
     patience: int | None = None
     loss: str | None = None
+    mse_weight: float | None = None  # mae_mse only; default training.metrics.DEFAULT_MSE_WEIGHT
+    average: str = "none"  # weight averaging: none | ema | swa (training.averaging)
+    ema_decay: float | None = None  # ema only; default training.averaging.DEFAULT_EMA_DECAY
+    swa_epochs: int | None = None  # swa only: average the last K epochs (default 5) ...
+    swa_start: int | None = None  # ... counting only epochs >= this one (default 1)
     tf_decay_steps: float | None = None
     embedding_dims: tuple[int, int, int, int] | None = None  # d_tod, d_dow, d_s, d_st
     device: str = "auto"
@@ -90,17 +97,33 @@ def resolve(settings: TrainSettings, data: SensorData) -> tuple[HimNetConfig, Lo
     loss = settings.loss or preset.loss
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    mse_weight = _mse_weight(loss, settings.mse_weight)
+    ema_decay, swa_epochs, swa_start = check_average(settings.average, settings.ema_decay, settings.swa_epochs,
+                                                     settings.swa_start)
     loop = LoopSettings(
-        loss=loss, lr=settings.lr if settings.lr is not None else preset.lr, eps=preset.eps,
+        loss=loss, mse_weight=mse_weight, lr=settings.lr if settings.lr is not None else preset.lr,
+        eps=preset.eps,
         weight_decay=settings.weight_decay if settings.weight_decay is not None else preset.weight_decay,
         lr_milestones=tuple(settings.lr_milestones) if settings.lr_milestones is not None else preset.lr_milestones,
         lr_decay=preset.lr_decay, clip_grad_norm=preset.clip_grad_norm,
         batch_size=settings.batch_size or preset.batch_size, eval_batch_size=settings.eval_batch_size,
         max_epochs=settings.epochs if settings.epochs is not None else preset.max_epochs,
         patience=settings.patience if settings.patience is not None else preset.patience,
-        max_steps=settings.max_steps, max_time=settings.max_time, seed=settings.seed, progress=settings.progress)
+        max_steps=settings.max_steps, max_time=settings.max_time, seed=settings.seed, progress=settings.progress,
+        average=settings.average, ema_decay=ema_decay, swa_epochs=swa_epochs, swa_start=swa_start)
     split = settings.split or ":".join(f"{r:g}" for r in preset.split)
     return config, loop, split
+
+
+def _mse_weight(loss: str, given: float | None) -> float:
+    """The mae_mse weight; refused for another loss (it would be silently ignored) or when < 0."""
+    if given is None:
+        return DEFAULT_MSE_WEIGHT
+    if loss != "mae_mse":
+        raise ValueError(f"--mse-weight applies to --loss mae_mse only, not {loss}")
+    if not math.isfinite(given) or given < 0:
+        raise ValueError(f"--mse-weight must be a finite number >= 0, got {given}")
+    return float(given)
 
 
 def _setup_logging(run_dir: Path, is_main: bool) -> logging.Handler | None:
@@ -267,8 +290,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--lr-milestones", type=int_list, metavar="E1,E2", help="epochs at which LR ×0.1")
     g.add_argument("--weight-decay", type=float)
-    g.add_argument("--loss", choices=LOSSES)
+    g.add_argument("--loss", choices=LOSSES, help="training and early-stopping loss; mae_mse = masked MAE + "
+                                                  "w * masked MSE, for RMSE without giving up MAE")
+    g.add_argument("--mse-weight", type=float, metavar="W",
+                   help=f"w of --loss mae_mse (default {DEFAULT_MSE_WEIGHT}: both parts about equal at "
+                        "LOS-LOOP's errors)")
     g.add_argument("--tf-decay-steps", type=float, help="teacher-forcing decay τ")
+    g.add_argument("--average", choices=AVERAGES, default="none",
+                   help="weight averaging, validated and exported instead of the last weights: ema (every "
+                        "step) or swa (mean of the last epochs); default none (the paper's)")
+    g.add_argument("--ema-decay", type=float, metavar="D",
+                   help=f"EMA decay per optimiser step (default {DEFAULT_EMA_DECAY}: ~1/(1-D) steps remembered)")
+    g.add_argument("--swa-epochs", type=int, metavar="K",
+                   help=f"SWA: mean of the end-of-epoch weights of the last K epochs (default {DEFAULT_SWA_EPOCHS})")
+    g.add_argument("--swa-start", type=int, metavar="E", help="SWA: no epoch before E enters the mean (default 1)")
     g = parser.add_argument_group("budget and run")
     g.add_argument("--epochs", type=int, help="max epochs")
     g.add_argument("--patience", type=int, help="early-stopping patience in epochs")
@@ -288,9 +323,10 @@ def run(args: argparse.Namespace) -> int:
         in_steps=args.in_steps, out_steps=args.out_steps, max_nodes=args.max_nodes, epochs=args.epochs,
         max_steps=args.max_steps, max_time=args.max_time, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, hidden=args.hidden, lr=args.lr, lr_milestones=args.lr_milestones,
-        weight_decay=args.weight_decay, patience=args.patience, loss=args.loss, tf_decay_steps=args.tf_decay_steps,
-        embedding_dims=args.embedding_dims, device=args.device, seed=args.seed, threads=args.threads,
-        output=args.output, resume=args.resume, progress=not args.no_progress)
+        weight_decay=args.weight_decay, patience=args.patience, loss=args.loss, mse_weight=args.mse_weight,
+        average=args.average, ema_decay=args.ema_decay, swa_epochs=args.swa_epochs, swa_start=args.swa_start,
+        tf_decay_steps=args.tf_decay_steps, embedding_dims=args.embedding_dims, device=args.device, seed=args.seed,
+        threads=args.threads, output=args.output, resume=args.resume, progress=not args.no_progress)
     try:
         ckpt = train_model(args.data, **options)
     finally:

@@ -124,5 +124,6 @@ def test_cli_help_lists_the_options(capsys) -> None:
         cli_main(["train", "--help"])
     text = capsys.readouterr().out
     for opt in ("--preset", "--data", "--split", "--epochs", "--batch-size", "--hidden", "--device", "--seed",
-                "--output", "--resume", "--max-time", "--max-steps"):
+                "--output", "--resume", "--max-time", "--max-steps", "--loss", "--mse-weight", "--average",
+                "--ema-decay", "--swa-epochs", "--swa-start"):
         assert opt in text
