@@ -29,7 +29,7 @@ from training.datasets import SensorData, load_dataset  # noqa: E402
 from training.evaluate import evaluate_model  # noqa: E402
 from training.metrics import LOSSES  # noqa: E402
 from training.train import train_model  # noqa: E402
-from training.windows import PreparedData, Scaler, WindowDataset, model_inputs, prepare  # noqa: E402
+from training.windows import PreparedData, WindowDataset, model_inputs, prepare  # noqa: E402
 
 CHECK_STEPS = (1, 6, 12)
 BASELINES = ("last_value", "historical_average")
@@ -43,7 +43,7 @@ def count_data(args: argparse.Namespace, missing: str) -> SensorData:
 def counted_report(masked_ckpt, counted: SensorData, masked: SensorData, split: str) -> dict:
     """The zero-masked model scored with every target counted: its own inputs (gaps and zeros as
     0, its scaler), the targets and rule of the counted data (only the dropped readings left out)."""
-    scaler = Scaler(masked_ckpt.scaler_mean, masked_ckpt.scaler_std)
+    scaler = masked_ckpt.scaler()
     cfg = masked_ckpt.config
     base = prepare(counted, split, cfg.in_steps, cfg.out_steps, scaler=scaler)
     test = base.splits["test"]

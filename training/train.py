@@ -23,6 +23,7 @@ import torch
 
 from himnet.args import add_data_option, embedding_dims, int_list, parse_data_options
 from model import HimNet, HimNetConfig, get_preset, parse_rule
+from model.scaling import SCALINGS, TRANSFORMS, parse_scaling, parse_transform
 from training import distributed
 from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
@@ -57,6 +58,8 @@ class TrainSettings:
     weight_decay: float | None = None
     patience: int | None = None
     loss: str | None = None
+    scaling: str = "global"  # model.scaling: global (the paper's) or per_sensor
+    transform: str = "none"  # model.scaling: none or log1p (counts)
     tf_decay_steps: float | None = None
     embedding_dims: tuple[int, int, int, int] | None = None  # d_tod, d_dow, d_s, d_st
     device: str = "auto"
@@ -131,6 +134,7 @@ def train_model(data: SensorData | str | Path = "synthetic", **options: Any) -> 
     rank returns the same checkpoint object.
     """
     settings = TrainSettings(**options)
+    settings.scaling, settings.transform = parse_scaling(settings.scaling), parse_transform(settings.transform)
     if isinstance(data, SensorData):
         if settings.missing is not None and parse_rule(settings.missing) != data.missing:
             raise ValueError(f"missing={settings.missing!r} but the data given was read under "
@@ -171,14 +175,16 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
            run_dir: Path) -> Checkpoint:
     wall_start = time.monotonic()
     config, loop, split = resolve(settings, data)
-    prepared = prepare(data, split, config.in_steps, config.out_steps)
+    prepared = prepare(data, split, config.in_steps, config.out_steps, scaling=settings.scaling,
+                       transform=settings.transform)
     sizes = {k: len(v) for k, v in prepared.splits.items()}
     if info.is_main:
         summary = data.describe()
         log.info("data %s", json.dumps(summary))
         log.info("missing readings (rule %s): %.2f %%", summary["missing_rule"], 100 * summary["missing_fraction"])
-        log.info("split %s -> windows %s; scaler mean %.4f std %.4f", split, sizes, prepared.scaler.mean,
-                 prepared.scaler.std)
+        scaler = prepared.scaler
+        log.info("split %s -> windows %s; scaler mean %.4f std %.4f (%s, transform %s)", split, sizes,
+                 scaler.scalar_mean, scaler.scalar_std, scaler.scaling, scaler.transform_name)
         log.info("model %s", json.dumps(config.to_dict()))
         log.info("loop %s; device %s; %d process(es); %d threads", json.dumps(dataclasses.asdict(loop)), device,
                  info.world_size, torch.get_num_threads())
@@ -203,7 +209,7 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
                       "history": result.history, "world_size": info.world_size, "device": str(device)}
     ckpt = Checkpoint(
         config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std, sensor_ids=list(data.sensor_ids),
+        **Checkpoint.scaler_fields(prepared.scaler), sensor_ids=list(data.sensor_ids),
         interval_minutes=float(data.interval_minutes), dataset=data.name,
         coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
         timezone=data.timezone, metrics=metrics, train_settings=train_settings, missing_rule=data.missing.spec)
@@ -268,6 +274,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-milestones", type=int_list, metavar="E1,E2", help="epochs at which LR ×0.1")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--loss", choices=LOSSES)
+    g.add_argument("--scaling", choices=SCALINGS, default="global",
+                   help="z-score by one global mean/std (default, the paper's) or per_sensor: each sensor "
+                        "by its own (sensors at different levels); recorded in the checkpoint and bundle")
+    g.add_argument("--transform", choices=TRANSFORMS, default="none",
+                   help="none (default) or log1p: log(1 + x) before scaling, for heavy-tailed counts "
+                        "(readings must be >= 0); the exported graph applies it and its inverse")
     g.add_argument("--tf-decay-steps", type=float, help="teacher-forcing decay τ")
     g = parser.add_argument_group("budget and run")
     g.add_argument("--epochs", type=int, help="max epochs")
@@ -288,7 +300,8 @@ def run(args: argparse.Namespace) -> int:
         in_steps=args.in_steps, out_steps=args.out_steps, max_nodes=args.max_nodes, epochs=args.epochs,
         max_steps=args.max_steps, max_time=args.max_time, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, hidden=args.hidden, lr=args.lr, lr_milestones=args.lr_milestones,
-        weight_decay=args.weight_decay, patience=args.patience, loss=args.loss, tf_decay_steps=args.tf_decay_steps,
+        weight_decay=args.weight_decay, patience=args.patience, loss=args.loss, scaling=args.scaling,
+        transform=args.transform, tf_decay_steps=args.tf_decay_steps,
         embedding_dims=args.embedding_dims, device=args.device, seed=args.seed, threads=args.threads,
         output=args.output, resume=args.resume, progress=not args.no_progress)
     try:
