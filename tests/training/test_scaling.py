@@ -152,3 +152,14 @@ def test_checkpoint_carries_the_scaler_and_old_checkpoints_load_as_global(tmp_pa
 def test_train_refuses_an_unknown_scaling(tmp_path) -> None:
     with pytest.raises(ValueError, match="scaling 'local': use global or per_sensor"):
         train_model("synthetic", scaling="local", output=tmp_path)
+
+
+def test_cli_reports_log1p_on_a_negative_sentinel_as_a_user_error(tmp_path, capsys) -> None:
+    from himnet.cli import main as cli_main
+
+    rc = cli_main(["train", "--data-option", "num_sensors=3", "--data-option", "days=2", "--missing", "value:-1",
+                   "--transform", "log1p", "--max-steps", "1", "--hidden", "4", "--output", str(tmp_path),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "himnet train: transform log1p needs non-negative readings" in err
+    assert "Traceback" not in err
