@@ -13,7 +13,8 @@ Both graphs take RAW readings and return RAW forecasts; scaling and time-feature
 are inside them::
 
     readings     B × T_in × N   float32, missing readings already replaced by ``missing_value``
-                                (the rule of ``model/missing.py``)
+                                (the rule of ``model/missing.py``; per sensor under per-sensor
+                                scaling: :meth:`Manifest.gap_readings`)
     input_time   B × T_in × 2   float32, (time-of-day fraction, day of week 0 = Monday)
     target_time  B × T_out × 2  float32, same encoding, for the steps to forecast
     forecast     B × T_out × N  float32 (output)
