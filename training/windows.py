@@ -71,6 +71,15 @@ class Scaler:
         std = float(np.nanstd(values))
         return cls(float(np.nanmean(values)), std if std > 0 else 1.0, log1p)
 
+    def __eq__(self, other: object) -> bool:
+        """Same scaling: equal figures (vectors element-wise), transform and global figures."""
+        return (isinstance(other, Scaler) and self.log1p == other.log1p
+                and np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
+                and (self.global_mean, self.global_std) == (other.global_mean, other.global_std))
+
+    def __hash__(self) -> int:
+        return hash((self.log1p, np.asarray(self.mean).tobytes(), np.asarray(self.std).tobytes()))
+
     @property
     def per_sensor(self) -> bool:
         return np.ndim(self.mean) > 0

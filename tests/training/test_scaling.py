@@ -163,3 +163,11 @@ def test_cli_reports_log1p_on_a_negative_sentinel_as_a_user_error(tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2 and "himnet train: transform log1p needs non-negative readings" in err
     assert "Traceback" not in err
+
+
+def test_scalers_compare_by_their_figures() -> None:
+    values = _levels()
+    a = Scaler.fit(values, scaling="per_sensor", rule=NAN)
+    assert a == Scaler.fit(values.copy(), scaling="per_sensor", rule=NAN)
+    assert a != Scaler.fit(values, scaling="per_sensor", transform="log1p", rule=NAN)
+    assert a != Scaler.fit(values) and Scaler.fit(values) == Scaler.fit(values.copy())
