@@ -128,6 +128,8 @@ def fit_per_sensor(values: np.ndarray, rule: MissingRule, log1p: bool) -> Scaler
     A sensor with no observed value, or a constant one (std 0), cannot be standardised by its
     own figures: it gets the global mean and/or std of all observed values, with a warning.
     """
+    if values.ndim != 2:
+        raise ValueError(f"per-sensor scaling fits T × N readings, got shape {values.shape}")
     observed = np.asarray(rule.observed(values)) & ~np.isnan(values)  # T × N
     if not observed.any():
         raise ValueError("no readings to fit the scaler on: every training value is missing")

@@ -81,6 +81,8 @@ def test_all_missing_and_constant_sensors_get_the_global_figures(caplog) -> None
     assert torch.isfinite(scaled).all() and (scaled[:, 0] == 0).all()  # a gap reads as the mean
     with pytest.raises(ValueError, match="every training value is missing"):
         Scaler.fit(np.full((3, 2), np.nan), scaling="per_sensor", rule=NAN)
+    with pytest.raises(ValueError, match=r"per-sensor scaling fits T × N readings, got shape \(5,\)"):
+        Scaler.fit(np.ones(5), scaling="per_sensor")
 
 
 def test_log1p_refuses_negative_readings_and_negative_sentinels() -> None:
