@@ -25,11 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.scaling import SCALINGS, TRANSFORMS  # noqa: E402
 from training.datasets import SensorData, load_dataset  # noqa: E402
 from training.evaluate import evaluate_model  # noqa: E402
 from training.metrics import LOSSES  # noqa: E402
 from training.train import train_model  # noqa: E402
-from training.windows import PreparedData, Scaler, WindowDataset, model_inputs, prepare  # noqa: E402
+from training.windows import PreparedData, WindowDataset, model_inputs, prepare  # noqa: E402
 
 CHECK_STEPS = (1, 6, 12)
 BASELINES = ("last_value", "historical_average")
@@ -43,7 +44,7 @@ def count_data(args: argparse.Namespace, missing: str) -> SensorData:
 def counted_report(masked_ckpt, counted: SensorData, masked: SensorData, split: str) -> dict:
     """The zero-masked model scored with every target counted: its own inputs (gaps and zeros as
     0, its scaler), the targets and rule of the counted data (only the dropped readings left out)."""
-    scaler = Scaler(masked_ckpt.scaler_mean, masked_ckpt.scaler_std)
+    scaler = masked_ckpt.scaler()
     cfg = masked_ckpt.config
     base = prepare(counted, split, cfg.in_steps, cfg.out_steps, scaler=scaler)
     test = base.splits["test"]
@@ -93,6 +94,8 @@ def main() -> int:
     p.add_argument("--loss", default="masked_mae", choices=LOSSES)
     p.add_argument("--max-time", type=float, default=300, help="seconds of training per run")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--scaling", default="global", choices=SCALINGS, help="global (the paper's) or per_sensor")
+    p.add_argument("--transform", default="none", choices=TRANSFORMS, help="none or log1p (counts) before scaling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -101,7 +104,7 @@ def main() -> int:
                     lr=args.lr, lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",")),
                     tf_decay_steps=args.tf_decay_steps, batch_size=args.batch_size, loss=args.loss,
                     max_time=args.max_time, threads=args.threads, seed=args.seed, device=args.device,
-                    progress=False)
+                    scaling=args.scaling, transform=args.transform, progress=False)
     start, load_start = time.monotonic(), os.getloadavg()
     data = {rule: count_data(args, rule) for rule in ("nan", "zero")}
     ckpts = {rule: train_model(data[rule], **settings, output=out / rule) for rule in data}

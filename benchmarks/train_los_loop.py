@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from model.scaling import SCALINGS, TRANSFORMS  # noqa: E402
 from training.datasets import load_dataset, los_loop_dir  # noqa: E402
 from training.evaluate import format_table  # noqa: E402
 from training.averaging import AVERAGES  # noqa: E402
@@ -82,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, help="EMA decay per step (default: training's)")
     p.add_argument("--swa-epochs", type=int, help="SWA: mean of the last K epochs' weights (default: training's)")
     p.add_argument("--swa-start", type=int, help="SWA: first epoch that may enter the mean (default 1)")
+    p.add_argument("--scaling", default="global", choices=SCALINGS, help="global (the paper's) or per_sensor")
+    p.add_argument("--transform", default="none", choices=TRANSFORMS, help="none or log1p before scaling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (the criteria and the 45-minute budget are CPU's)")
     p.add_argument("--resume", action="store_true")
@@ -103,6 +106,7 @@ def main() -> int:
                     patience=args.patience, embedding_dims=int_list(args.embedding_dims),
                     lr_milestones=int_list(args.lr_milestones),
                     tf_decay_steps=args.tf_decay_steps, max_time=args.max_time, device=args.device, seed=args.seed,
+                    scaling=args.scaling, transform=args.transform,
                     threads=args.threads, output=args.output, resume=args.resume, progress=args.progress)
     ckpt = train_model(load_dataset("los-loop"), **settings)
     wall = time.monotonic() - start

@@ -13,7 +13,8 @@ Both graphs take RAW readings and return RAW forecasts; scaling and time-feature
 are inside them::
 
     readings     B × T_in × N   float32, missing readings already replaced by ``missing_value``
-                                (the rule of ``model/missing.py``)
+                                (the rule of ``model/missing.py``; per sensor under per-sensor
+                                scaling: :meth:`Manifest.gap_readings`)
     input_time   B × T_in × 2   float32, (time-of-day fraction, day of week 0 = Monday)
     target_time  B × T_out × 2  float32, same encoding, for the steps to forecast
     forecast     B × T_out × N  float32 (output)
@@ -38,6 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from model.missing import parse_rule
+from model.scaling import GLOBAL, LOG1P, NO_TRANSFORM, SCALINGS, TRANSFORMS, gap_readings, to_raw_space
 
 BUNDLE_FORMAT = 2  # 2: optional prediction intervals (``intervals``); format 1 still loads
 READABLE_FORMATS = (1, 2)
@@ -90,9 +92,34 @@ class Manifest:
     # how the weights were trained: loss (+ mae_mse weight), weight averaging (+ its settings);
     # None = not recorded (bundles exported before the field existed still load)
     training: dict[str, Any] | None = None
+    # model.scaling; absent (older bundles, and every bundle of the defaults) = global / none.
+    # Under per_sensor, scaler_mean/scaler_std are the global fallback figures; with log1p all
+    # four are in log1p space. The graph applies them; the service needs only gap_readings().
+    scaling: str = GLOBAL
+    transform: str = NO_TRANSFORM
+    sensor_means: list[float] | None = None
+    sensor_stds: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The manifest's JSON body. The scaling fields are written only when they differ from
+        the defaults, so a default bundle reads as before (also by code that predates them)."""
+        body = dataclasses.asdict(self)
+        for name, default in _SCALING_DEFAULTS.items():
+            if body[name] == default:
+                del body[name]
+        return body
+
+    def gap_readings(self) -> float | np.ndarray:
+        """What the service puts in a gap: ``missing_value``, or under per-sensor scaling and the
+        ``nan`` rule each sensor's own (N float32, the reading its scaling maps to 0)."""
+        if self.sensor_means is None:
+            return float(self.missing_value)
+        return gap_readings(parse_rule(self.missing_rule), np.asarray(self.sensor_means), self.transform == LOG1P)
+
+    def typical_reading(self) -> float:
+        """A plausible raw reading for every sensor (warm-up input, baseline fallback): the
+        global mean in raw units."""
+        return float(to_raw_space(np.float64(self.scaler_mean), self.transform == LOG1P))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = MANIFEST) -> Manifest:
@@ -142,11 +169,32 @@ class Manifest:
             raise bad(f"missing_value must be a finite number, got {self.missing_value!r}")
         if not rule.nan_only and self.missing_value != rule.value:
             raise bad(f"missing_value {self.missing_value!r} is not the sentinel of rule {rule.spec!r}")
+        self._check_scaling(bad)
         for name, digest in self.files.items():
             if Path(name).name != name or name in ("", ".", "..", MANIFEST):
                 raise bad(f"file entry {name!r} is not a plain file name inside the bundle")
             if not (isinstance(digest, str) and len(digest) == 64):
                 raise bad(f"checksum of {name} is not a sha256 hex digest")
+
+
+    def _check_scaling(self, bad: Any) -> None:
+        if self.scaling not in SCALINGS or self.transform not in TRANSFORMS:
+            raise bad(f"scaling {self.scaling!r} / transform {self.transform!r}: expected one of "
+                      f"{SCALINGS} / {TRANSFORMS}")
+        figures = (self.sensor_means, self.sensor_stds)
+        if self.scaling == GLOBAL:
+            if figures != (None, None):
+                raise bad("sensor_means/sensor_stds are only for per_sensor scaling")
+            return
+        for name, values in zip(("sensor_means", "sensor_stds"), figures):
+            if not (isinstance(values, list) and len(values) == self.num_nodes
+                    and all(isinstance(v, (int, float)) and np.isfinite(v) for v in values)):
+                raise bad(f"per_sensor scaling needs {name}: {self.num_nodes} finite numbers")
+        if min(self.sensor_stds) <= 0:  # type: ignore[type-var]
+            raise bad("sensor_stds must all be positive")
+
+
+_SCALING_DEFAULTS = {"scaling": GLOBAL, "transform": NO_TRANSFORM, "sensor_means": None, "sensor_stds": None}
 
 
 def utc_now_iso() -> str:

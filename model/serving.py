@@ -9,10 +9,14 @@ outputs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from model.himnet import HimNet
+from model.scaling import to_model_space, to_raw_space
 
 
 class ServingConfigError(ValueError):
@@ -44,10 +48,13 @@ class ServingHimNet(nn.Module):
         -> (forecast B×T_out×N, st_embedding B×N×d_st)
 
     Scaling, input assembly (:func:`assemble_inputs`) and the decoder without teacher forcing
-    (``HimNet.decode``) happen inside, so a bundle needs no torch-side preprocessing.
+    (``HimNet.decode``) happen inside, so a bundle needs no torch-side preprocessing. Scaling is
+    global (floats, traced as constants) or per sensor (N-vectors, held as 1×1×N buffers), with
+    the optional log1p transform (``model.scaling``).
     """
 
-    def __init__(self, model: HimNet, scaler_mean: float, scaler_std: float) -> None:
+    def __init__(self, model: HimNet, scaler_mean: float | Sequence[float],
+                 scaler_std: float | Sequence[float], log1p: bool = False) -> None:
         super().__init__()
         c = model.config
         if c.output_dim != 1 or c.input_dim != 3 or c.ycov_dim != 2:
@@ -58,8 +65,14 @@ class ServingHimNet(nn.Module):
         self.model = model
         self._register_static_parts(model)
         self.register_buffer("node_zeros", torch.zeros(1, 1, c.num_nodes, 1))
-        self.mean = float(scaler_mean)
-        self.std = float(scaler_std)
+        self.log1p = bool(log1p)
+        if np.ndim(scaler_mean) == 0:
+            self.mean = float(scaler_mean)  # type: ignore[arg-type]
+            self.std = float(scaler_std)  # type: ignore[arg-type]
+        else:
+            shape = (1, 1, c.num_nodes)
+            self.register_buffer("mean", torch.tensor(np.asarray(scaler_mean), dtype=torch.float32).reshape(shape))
+            self.register_buffer("std", torch.tensor(np.asarray(scaler_std), dtype=torch.float32).reshape(shape))
 
     def _register_static_parts(self, model: HimNet) -> None:
         """Hold graph A and the spatial weights (parameters only) as buffers of this module.
@@ -78,7 +91,7 @@ class ServingHimNet(nn.Module):
                 self.register_buffer(f"static_{i}", t)
 
     def forward(self, readings: Tensor, input_time: Tensor, target_time: Tensor) -> tuple[Tensor, Tensor]:
-        scaled = (readings - self.mean) / self.std  # B, T_in, N
+        scaled = (to_model_space(readings, self.log1p) - self.mean) / self.std  # B, T_in, N
         x, y_cov = assemble_inputs(scaled, input_time, target_time, self.node_zeros)
         out, e_st = self.model.decode(self.model.encode(x), y_cov)  # B, T_out, N, 1; B, N, d_st
-        return out[..., 0] * self.std + self.mean, e_st  # B, T_out, N raw units
+        return to_raw_space(out[..., 0] * self.std + self.mean, self.log1p), e_st  # B, T_out, N raw units

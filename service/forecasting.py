@@ -38,12 +38,13 @@ if TYPE_CHECKING:
     from service.live_setup import LiveScoring
 
 
-def impute(window: np.ndarray, policy: str, missing_value: float) -> np.ndarray:
+def impute(window: np.ndarray, policy: str, missing_value: float | np.ndarray) -> np.ndarray:
     """Fill NaNs for the model.
 
     ``missing_value``: every gap becomes the manifest's missing value (what the model saw in a
     gap in training: the rule's sentinel, 0 by default, or under the ``nan`` rule the scaler
-    mean). ``locf``: the last observation in the window is
+    mean; one per sensor, an N-vector, for a per-sensor-scaled bundle: ``Manifest.gap_readings``).
+    ``locf``: the last observation in the window is
     carried forward per sensor; gaps before a sensor's first observation get the missing value.
     """
     filled = np.array(window, dtype=np.float32, copy=True)
@@ -58,6 +59,8 @@ def impute(window: np.ndarray, policy: str, missing_value: float) -> np.ndarray:
         return filled.astype(np.float32)
     if policy != "missing_value":
         raise ValueError(f"unknown missing-data policy {policy!r}")
+    if np.ndim(missing_value):
+        return np.where(np.isnan(filled), np.asarray(missing_value, np.float32), filled)  # T_in × N
     filled[np.isnan(filled)] = np.float32(missing_value)
     return filled
 
@@ -252,7 +255,7 @@ class Forecaster:
             del self._inflight[digest]
 
     async def _compute(self, model: ServedModel, window: np.ndarray, last_slot: int) -> ModelOutput:
-        readings = impute(window, self.policy, float(model.manifest.missing_value))
+        readings = impute(window, self.policy, model.manifest.gap_readings())
         input_time = self.clock.features(last_slot - self.in_steps + 1, self.in_steps)
         target_time = self.clock.features(last_slot + 1, self.out_steps)
         forecast, st = await model.engine.predict(readings, input_time, target_time)

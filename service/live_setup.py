@@ -83,7 +83,7 @@ def build_scorer(settings: Settings, manifest: Manifest, stores: Stores, metrics
     retention = max(1, int(settings.accuracy_retention_minutes * 60 // interval_s))
     rules = ScoringRules(out_steps=manifest.out_steps, num_nodes=manifest.num_nodes,
                          grace_slots=settings.accuracy_grace_slots, retention_slots=retention,
-                         interval_s=interval_s, fallback=float(manifest.scaler_mean))
+                         interval_s=interval_s, fallback=manifest.typical_reading())
     store: AccuracyStore
     if stores.client is None:
         store = MemoryAccuracyStore(buffer, manifest.out_steps + settings.accuracy_grace_slots + 1,

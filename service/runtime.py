@@ -123,7 +123,7 @@ class Runtime(ABC):
     def example_inputs(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Valid inputs: every reading at the training mean, Monday 00:00 onwards."""
         m = self.manifest
-        readings = np.full((batch, m.in_steps, m.num_nodes), m.scaler_mean, np.float32)
+        readings = np.full((batch, m.in_steps, m.num_nodes), m.typical_reading(), np.float32)
         slots = np.arange(m.in_steps + m.out_steps) % m.steps_per_day
         times = np.stack([slots / m.steps_per_day, np.zeros_like(slots)], -1).astype(np.float32)
         times = np.broadcast_to(times, (batch, *times.shape))

@@ -272,6 +272,12 @@ class ModelInfo(BaseModel):
     missing_rule: str = Field("zero", description="What marks a missing reading (zero, nan or value:<x>): "
                               "under zero a posted 0 counts as missing.")
     missing_policy: str
+    scaling: str = Field("global", description="How readings are standardised inside the graph: "
+                         "global (one mean/std) or per_sensor.")
+    transform: str = Field("none", description="Transform before standardising: none or log1p.")
+    missing_values: list[float] | None = Field(
+        None, description="Per-sensor gap readings (per_sensor scaling under the nan rule; model "
+        "order); None: every gap gets missing_value.")
     day_of_week: bool = Field(True, description="Whether the model's time features use the day "
                               "of week (a replay then shifts data by whole weeks, else days).")
     metrics: dict[str, Any]

@@ -42,3 +42,22 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     export_bundle(tiny_checkpoint, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def scaled_checkpoint(tmp_path_factory):
+    """Checkpoint of the tiny model trained with per-sensor scaling and log1p on counts under
+    the ``nan`` rule (``tests.tiny_model.train_tiny_scaled``). Shared: do not modify it."""
+    from tests.tiny_model import train_tiny_scaled
+
+    return train_tiny_scaled(tmp_path_factory.mktemp("scaled-run"))
+
+
+@pytest.fixture(scope="session")
+def scaled_bundle(scaled_checkpoint, tmp_path_factory) -> Path:
+    """Bundle of ``scaled_checkpoint`` (export parity checked). Shared: copy before damaging."""
+    from training.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "scaled"
+    export_bundle(scaled_checkpoint, out, contraction="generate")
+    return out

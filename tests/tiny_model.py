@@ -76,3 +76,26 @@ def tiny_eval_windows(batch: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray
     starts = np.random.default_rng(seed).integers(0, len(readings) - span, batch)
     r, ti, tt, _ = windows(readings, feats, IN_STEPS, OUT_STEPS, starts)
     return r.copy(), ti.copy(), tt.copy()
+
+
+def train_tiny_scaled(output: Path, steps: int = 15, seed: int = 0) -> Checkpoint:
+    """The tiny model on synthetic counts (``nan`` rule: 0 is a reading), per-sensor scaling and
+    the log1p transform: the non-default scaling path through training, export and serving."""
+    from training.train import train_model
+
+    return train_model("synthetic", data_options={"num_sensors": NUM_NODES, "days": 3, "kind": "counts"},
+                       missing="nan", scaling="per_sensor", transform="log1p", hidden=8,
+                       embedding_dims=(D_TOD, D_DOW, D_S, D_ST), in_steps=IN_STEPS, out_steps=OUT_STEPS,
+                       max_steps=steps, epochs=1, batch_size=8, output=output, device="cpu",
+                       progress=False, seed=seed, threads=2)
+
+
+def count_windows(batch: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw serving-form count windows for the scaled tiny model: heavy-tailed, many zeros."""
+    rng = np.random.default_rng(seed)
+    _, feats = synthetic_week(NUM_NODES)
+    span = IN_STEPS + OUT_STEPS
+    starts = rng.integers(0, len(feats) - span, batch)
+    counts = rng.poisson(rng.gamma(0.6, 8.0, (len(feats), NUM_NODES))).astype(np.float32)
+    r, ti, tt, _ = windows(counts, feats, IN_STEPS, OUT_STEPS, starts)
+    return r.copy(), ti.copy(), tt.copy()

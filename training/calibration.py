@@ -102,7 +102,7 @@ def calibrate_checkpoint(checkpoint: Any, data: Any = None,
     """Calibrate a checkpoint on the validation split of the data it was trained on (re-read
     from its settings unless ``data`` is given); returns the table and the manifest record."""
     from training.evaluate import check_compatible, data_from_settings
-    from training.windows import Scaler, prepare
+    from training.windows import prepare
 
     settings = checkpoint.train_settings or {}
     data = data_from_settings(settings) if data is None else data
@@ -110,7 +110,7 @@ def calibrate_checkpoint(checkpoint: Any, data: Any = None,
     cfg = checkpoint.config
     spec = settings.get("split", "7:1:2")
     prepared = prepare(data, spec, cfg.in_steps, cfg.out_steps,
-                       scaler=Scaler(checkpoint.scaler_mean, checkpoint.scaler_std))
+                       scaler=checkpoint.scaler())
     table = calibrate_prepared(checkpoint.build_model(), prepared, min_per_sensor)
     record = {"method": "split-conformal: ceil((n+1)a)/n quantile of |forecast - truth|",
               "split": "val", "split_spec": str(spec), "windows": len(prepared.splits["val"]),

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from model import HimNet, HimNetConfig
 from model.missing import MissingRule, parse_rule
+from model.scaling import GLOBAL, LOG1P, NO_TRANSFORM, PER_SENSOR, parse_scaling, parse_transform
+from training.windows import Scaler
 
 CHECKPOINT_FORMAT = 1
 
@@ -36,12 +39,51 @@ class Checkpoint:
     train_settings: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     missing_rule: str = "zero"  # model.missing spelling; checkpoints written before the rule existed: zero
+    # model.scaling: older checkpoints lack these and load as the paper's global z-score. Under
+    # per_sensor, scaler_mean/std are the global fallback figures and sensor_means/stds the scaler.
+    scaling: str = GLOBAL
+    transform: str = NO_TRANSFORM
+    sensor_means: list[float] | None = None
+    sensor_stds: list[float] | None = None
     format_version: int = CHECKPOINT_FORMAT
 
     @property
     def rule(self) -> MissingRule:
         """What marked a missing reading in the data this model was trained on."""
         return parse_rule(self.missing_rule)
+
+    @staticmethod
+    def scaler_fields(scaler: Scaler) -> dict[str, Any]:
+        """The checkpoint's scaler fields for a fitted :class:`Scaler` (keyword arguments)."""
+        per_sensor = scaler.per_sensor
+        return {"scaler_mean": scaler.scalar_mean, "scaler_std": scaler.scalar_std,
+                "scaling": scaler.scaling, "transform": scaler.transform_name,
+                "sensor_means": [float(v) for v in scaler.mean] if per_sensor else None,  # type: ignore[union-attr]
+                "sensor_stds": [float(v) for v in scaler.std] if per_sensor else None}  # type: ignore[union-attr]
+
+    def scaler(self) -> Scaler:
+        """The training scaler: global or per sensor, with the transform."""
+        log1p = self.transform == LOG1P
+        if self.scaling == PER_SENSOR:
+            return Scaler(np.asarray(self.sensor_means, dtype=np.float64),
+                          np.asarray(self.sensor_stds, dtype=np.float64), log1p,
+                          float(self.scaler_mean), float(self.scaler_std))
+        return Scaler(self.scaler_mean, self.scaler_std, log1p)
+
+    def _check_scaling(self) -> None:
+        """Scaling and transform spelt right; per-sensor figures present, N long, finite, std > 0."""
+        self.scaling, self.transform = parse_scaling(self.scaling), parse_transform(self.transform)
+        n = self.config.num_nodes
+        if self.scaling == GLOBAL:
+            if self.sensor_means is not None or self.sensor_stds is not None:
+                raise CheckpointError("sensor_means/sensor_stds given under global scaling")
+            return
+        for name in ("sensor_means", "sensor_stds"):
+            figures = getattr(self, name)
+            if figures is None or len(figures) != n or not np.isfinite(figures).all():
+                raise CheckpointError(f"per_sensor scaling needs {n} finite {name}")
+        if not (np.asarray(self.sensor_stds) > 0).all():
+            raise CheckpointError("per_sensor scaling needs every sensor std > 0")
 
     def build_model(self) -> HimNet:
         """A HimNet with these weights, in eval mode."""
@@ -77,7 +119,8 @@ class Checkpoint:
             raise CheckpointError(f"{path}: checkpoint format {got!r}, expected {CHECKPOINT_FORMAT}")
         known = {f.name for f in dataclasses.fields(cls)}
         missing = known - set(payload) - {"coords", "timezone", "metrics", "train_settings", "created_at",
-                                           "missing_rule"}
+                                           "missing_rule", "scaling", "transform", "sensor_means",
+                                           "sensor_stds"}
         if missing:
             raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
         try:
@@ -91,6 +134,10 @@ class Checkpoint:
         except ValueError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
         ckpt = cls(**{k: v for k, v in payload.items() if k in known})
+        try:
+            ckpt._check_scaling()
+        except (CheckpointError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
         n = ckpt.config.num_nodes
         if len(ckpt.sensor_ids) != n:
             raise CheckpointError(f"{path}: {len(ckpt.sensor_ids)} sensor ids for a {n}-node model")

@@ -24,7 +24,7 @@ from training.checkpoint import Checkpoint, CheckpointError
 from training.datasets import DatasetError, SensorData, load_dataset
 from training.distributed import pick_device
 from training.metrics import MetricSums, average_steps
-from training.windows import PreparedData, Scaler, prepare
+from training.windows import PreparedData, prepare
 
 MODEL_NAMES = {"model": "HimNet", "last_value": "Last value", "historical_average": "Hist. average"}
 
@@ -124,7 +124,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint | str | Path, data: SensorData | 
     check_compatible(ckpt, data, where)
     cfg = ckpt.config
     spec = split or settings.get("split", "7:1:2")
-    prepared = prepare(data, spec, cfg.in_steps, cfg.out_steps, scaler=Scaler(ckpt.scaler_mean, ckpt.scaler_std))
+    prepared = prepare(data, spec, cfg.in_steps, cfg.out_steps, scaler=ckpt.scaler())
     model = ckpt.build_model()
     report = evaluate_model(model, prepared, "test", pick_device(device), batch_size)
     report["dataset"] = data.describe()

@@ -98,7 +98,8 @@ def build_serving(checkpoint: Checkpoint, contraction: str) -> ServingHimNet:
     model.load_state_dict(checkpoint.state_dict)
     model.eval()
     try:
-        return ServingHimNet(model, checkpoint.scaler_mean, checkpoint.scaler_std)
+        scaler = checkpoint.scaler()
+        return ServingHimNet(model, scaler.mean, scaler.std, log1p=scaler.log1p)
     except ServingConfigError as exc:
         raise ExportError(str(exc)) from exc
 

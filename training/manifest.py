@@ -14,6 +14,7 @@ import numpy as np
 from torch import Tensor
 
 from model.bundle import BUNDLE_FORMAT, Manifest, utc_now_iso
+from model.scaling import LOG1P, gap_readings
 from training.checkpoint import Checkpoint
 
 
@@ -59,7 +60,12 @@ def build_manifest(checkpoint: Checkpoint, *, contraction: str, files: dict[str,
         coords=None if coords is None else [[float(a), float(b)] for a, b in coords],
         scaler_mean=float(checkpoint.scaler_mean),
         scaler_std=float(checkpoint.scaler_std),
-        missing_value=checkpoint.rule.gap_input(checkpoint.scaler_mean),
+        # under per_sensor: the global figure's gap reading, for readers of the scalar field
+        missing_value=float(gap_readings(checkpoint.rule, checkpoint.scaler_mean, checkpoint.transform == LOG1P)),
+        scaling=checkpoint.scaling,
+        transform=checkpoint.transform,
+        sensor_means=None if checkpoint.sensor_means is None else [float(v) for v in checkpoint.sensor_means],
+        sensor_stds=None if checkpoint.sensor_stds is None else [float(v) for v in checkpoint.sensor_stds],
         missing_rule=checkpoint.rule.spec,
         st_embedding_dim=config.st_embedding_dim,
         metrics=jsonable(checkpoint.metrics),

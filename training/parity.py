@@ -20,6 +20,7 @@ import torch
 from model.bundle import INPUT_NAMES, OUTPUT_NAMES
 from model.config import HimNetConfig
 from model.himnet import HimNet
+from model.scaling import gap_readings
 from model.serving import assemble_inputs
 from model.time_features import time_features
 from training.checkpoint import Checkpoint
@@ -55,15 +56,17 @@ class ParityData:
 
 
 def synthetic_parity_data(checkpoint: Checkpoint, batch: int = 16, seed: int = 0) -> ParityData:
-    """Plausible raw windows: readings around the training mean with the training spread, about
-    5 % of them missing (= missing value), consecutive real timestamps at the checkpoint's
-    interval encoded by ``model.time_features`` (the encoding serving uses)."""
+    """Plausible raw windows: readings around the training mean with the training spread (per
+    sensor, through the transform, where the scaler has them), about 5 % of them missing (= the
+    gap reading), consecutive real timestamps at the checkpoint's interval encoded by
+    ``model.time_features`` (the encoding serving uses)."""
     c = checkpoint.config
     rng = np.random.default_rng(seed)
-    readings = checkpoint.scaler_mean + checkpoint.scaler_std * rng.standard_normal(
-        (batch, c.in_steps, c.num_nodes))
+    scaler = checkpoint.scaler()
+    readings = scaler.inverse(rng.standard_normal((batch, c.in_steps, c.num_nodes)))
     readings = np.maximum(readings, 0.0)
-    readings[rng.random(readings.shape) < 0.05] = checkpoint.rule.gap_input(checkpoint.scaler_mean)
+    gap = gap_readings(checkpoint.rule, scaler.mean, scaler.log1p)  # float, or N under per_sensor
+    readings = np.where(rng.random(readings.shape) < 0.05, gap, readings)
     step = np.timedelta64(int(round(checkpoint.interval_minutes * 60)), "s")
     base = np.datetime64("2024-01-01T00:00:00", "s")  # a Monday
     starts = base + rng.integers(0, 14 * 86400 // int(step.astype(int)), batch) * step
@@ -102,11 +105,16 @@ def load_parity_npz(path: str | Path) -> ParityData:
         return ParityData(*(np.asarray(d[k], np.float32) for k in INPUT_NAMES), source=str(path))
 
 
-def eager_reference(model: HimNet, scaler_mean: float, scaler_std: float, readings: np.ndarray,
-                    input_time: np.ndarray, target_time: np.ndarray) -> Outputs:
-    """What the checkpoint computes, fed the way training feeds it: the training scaler,
-    ``assemble_inputs`` and ``HimNet.forward`` (not the served module's own forward)."""
-    scaler = Scaler(float(scaler_mean), float(scaler_std))
+def eager_reference(model: HimNet, scaler_mean: float | np.ndarray, scaler_std: float | np.ndarray,
+                    readings: np.ndarray, input_time: np.ndarray, target_time: np.ndarray,
+                    log1p: bool = False) -> Outputs:
+    """What the checkpoint computes, fed the way training feeds it: the training scaler (global
+    or per sensor, with its transform), ``assemble_inputs`` and ``HimNet.forward`` (not the
+    served module's own forward)."""
+    if np.ndim(scaler_mean) == 0:
+        scaler = Scaler(float(scaler_mean), float(scaler_std), log1p)
+    else:
+        scaler = Scaler(np.asarray(scaler_mean), np.asarray(scaler_std), log1p)
     r, ti, tt = (torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (readings, input_time, target_time))
     with torch.no_grad():
         x, y_cov = assemble_inputs(scaler.transform(r), ti, tt)  # B, T_in, N, 3; B, T_out, N, 2
@@ -164,9 +172,10 @@ def check_parity(model: HimNet, checkpoint: Checkpoint, data: ParityData, onnx_p
     session = ort_session(onnx_path, threads)
     scripted = torch.jit.load(str(ts_path))
     parity: dict[str, dict[str, float]] = {"onnx": {}, "torchscript": {}}
+    scaler = checkpoint.scaler()
     for batch in PARITY_BATCHES:
         inputs = data.take(batch)
-        want = eager_reference(model, checkpoint.scaler_mean, checkpoint.scaler_std, *inputs)
+        want = eager_reference(model, scaler.mean, scaler.std, *inputs, log1p=scaler.log1p)
         for backend, run in (("onnx", lambda: run_ort(session, inputs)),
                              ("torchscript", lambda: run_ts(scripted, inputs))):
             diff, excess = max_diff(run(), want, backend, batch, rtol)

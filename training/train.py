@@ -24,6 +24,7 @@ import torch
 
 from himnet.args import add_data_option, embedding_dims, int_list, parse_data_options
 from model import HimNet, HimNetConfig, get_preset, parse_rule
+from model.scaling import SCALINGS, TRANSFORMS, parse_scaling, parse_transform
 from training import distributed
 from training.averaging import AVERAGES, DEFAULT_EMA_DECAY, DEFAULT_SWA_EPOCHS, check_average
 from training.checkpoint import Checkpoint, CheckpointError
@@ -64,6 +65,8 @@ class TrainSettings:
     ema_decay: float | None = None  # ema only; default training.averaging.DEFAULT_EMA_DECAY
     swa_epochs: int | None = None  # swa only: average the last K epochs (default 5) ...
     swa_start: int | None = None  # ... counting only epochs >= this one (default 1)
+    scaling: str = "global"  # model.scaling: global (the paper's) or per_sensor
+    transform: str = "none"  # model.scaling: none or log1p (counts)
     tf_decay_steps: float | None = None
     embedding_dims: tuple[int, int, int, int] | None = None  # d_tod, d_dow, d_s, d_st
     device: str = "auto"
@@ -154,6 +157,7 @@ def train_model(data: SensorData | str | Path = "synthetic", **options: Any) -> 
     rank returns the same checkpoint object.
     """
     settings = TrainSettings(**options)
+    settings.scaling, settings.transform = parse_scaling(settings.scaling), parse_transform(settings.transform)
     if isinstance(data, SensorData):
         if settings.missing is not None and parse_rule(settings.missing) != data.missing:
             raise ValueError(f"missing={settings.missing!r} but the data given was read under "
@@ -194,14 +198,16 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
            run_dir: Path) -> Checkpoint:
     wall_start = time.monotonic()
     config, loop, split = resolve(settings, data)
-    prepared = prepare(data, split, config.in_steps, config.out_steps)
+    prepared = prepare(data, split, config.in_steps, config.out_steps, scaling=settings.scaling,
+                       transform=settings.transform)
     sizes = {k: len(v) for k, v in prepared.splits.items()}
     if info.is_main:
         summary = data.describe()
         log.info("data %s", json.dumps(summary))
         log.info("missing readings (rule %s): %.2f %%", summary["missing_rule"], 100 * summary["missing_fraction"])
-        log.info("split %s -> windows %s; scaler mean %.4f std %.4f", split, sizes, prepared.scaler.mean,
-                 prepared.scaler.std)
+        scaler = prepared.scaler
+        log.info("split %s -> windows %s; scaler mean %.4f std %.4f (%s, transform %s)", split, sizes,
+                 scaler.scalar_mean, scaler.scalar_std, scaler.scaling, scaler.transform_name)
         log.info("model %s", json.dumps(config.to_dict()))
         log.info("loop %s; device %s; %d process(es); %d threads", json.dumps(dataclasses.asdict(loop)), device,
                  info.world_size, torch.get_num_threads())
@@ -226,7 +232,7 @@ def _train(settings: TrainSettings, data: SensorData, info: distributed.DistInfo
                       "history": result.history, "world_size": info.world_size, "device": str(device)}
     ckpt = Checkpoint(
         config=config, state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        scaler_mean=prepared.scaler.mean, scaler_std=prepared.scaler.std, sensor_ids=list(data.sensor_ids),
+        **Checkpoint.scaler_fields(prepared.scaler), sensor_ids=list(data.sensor_ids),
         interval_minutes=float(data.interval_minutes), dataset=data.name,
         coords=[(float(a), float(b)) for a, b in data.coords] if data.coords is not None else None,
         timezone=data.timezone, metrics=metrics, train_settings=train_settings, missing_rule=data.missing.spec)
@@ -295,6 +301,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mse-weight", type=float, metavar="W",
                    help=f"w of --loss mae_mse (default {DEFAULT_MSE_WEIGHT}: both parts about equal at "
                         "LOS-LOOP's errors)")
+    g.add_argument("--scaling", choices=SCALINGS, default="global",
+                   help="z-score by one global mean/std (default, the paper's) or per_sensor: each sensor "
+                        "by its own (sensors at different levels); recorded in the checkpoint and bundle")
+    g.add_argument("--transform", choices=TRANSFORMS, default="none",
+                   help="none (default) or log1p: log(1 + x) before scaling, for heavy-tailed counts "
+                        "(readings must be >= 0); the exported graph applies it and its inverse")
     g.add_argument("--tf-decay-steps", type=float, help="teacher-forcing decay τ")
     g.add_argument("--average", choices=AVERAGES, default="none",
                    help="weight averaging, validated and exported instead of the last weights: ema (every "
@@ -325,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
         eval_batch_size=args.eval_batch_size, hidden=args.hidden, lr=args.lr, lr_milestones=args.lr_milestones,
         weight_decay=args.weight_decay, patience=args.patience, loss=args.loss, mse_weight=args.mse_weight,
         average=args.average, ema_decay=args.ema_decay, swa_epochs=args.swa_epochs, swa_start=args.swa_start,
+        scaling=args.scaling, transform=args.transform,
         tf_decay_steps=args.tf_decay_steps, embedding_dims=args.embedding_dims, device=args.device, seed=args.seed,
         threads=args.threads, output=args.output, resume=args.resume, progress=not args.no_progress)
     try:

@@ -6,13 +6,27 @@ of windows by index, so PEMS07 (28k steps × 883 sensors, ~100 MB) costs no more
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from model.missing import DEFAULT_RULE, MissingRule
+from model.scaling import (
+    GLOBAL,
+    LOG1P,
+    NO_TRANSFORM,
+    PER_SENSOR,
+    check_transformable,
+    parse_scaling,
+    parse_transform,
+    to_model_space,
+    to_raw_space,
+)
 from model.serving import assemble_inputs
 from model.time_features import time_features
 from training.datasets.base import DatasetError, SensorData
@@ -21,29 +35,121 @@ SPLIT_NAMES = ("train", "val", "test")
 # T-GCN's LOS-LOOP protocol: 80 % train / 20 % test by time, last 10 % of train for validation.
 LOS_LOOP_SPLIT = "los-loop"
 
+log = logging.getLogger("himnet.train")
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class Scaler:
-    """z-score of channel 0; fitted on the training inputs only, so no test data leaks in."""
+    """z-score of channel 0; fitted on the training inputs only, so no test data leaks in.
 
-    mean: float
-    std: float
+    ``mean``/``std`` are floats (the paper's global scaling) or N-vectors (one per sensor,
+    ``model.scaling``); with ``log1p`` they live in log1p space: transform = (log1p(x) - mean) / std,
+    inverse = expm1(z·std + mean). ``global_mean``/``global_std``: the scalar figures the
+    checkpoint and the manifest record (the scalars themselves under global scaling).
+    """
+
+    mean: float | np.ndarray
+    std: float | np.ndarray
+    log1p: bool = False
+    global_mean: float | None = None
+    global_std: float | None = None
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> Scaler:
-        """Mean and std of all values (zeros = missing included, as the official code does);
-        NaN (a gap under the ``nan`` rule) is left out."""
+    def fit(cls, values: np.ndarray, *, scaling: str = GLOBAL, transform: str = NO_TRANSFORM,
+            rule: MissingRule = DEFAULT_RULE) -> Scaler:
+        """Global: mean and std of all values (zeros = missing included, as the official code
+        does); NaN (a gap under the ``nan`` rule) is left out. Per sensor: each column over its
+        observed values only (``rule``), see :func:`fit_per_sensor`."""
         values = np.asarray(values, dtype=np.float64)
+        log1p = parse_transform(transform) == LOG1P
+        check_transformable(values, rule, log1p)
+        if parse_scaling(scaling) == PER_SENSOR:
+            return fit_per_sensor(values, rule, log1p)
         if np.isnan(values).all():
             raise ValueError("no readings to fit the scaler on: every training value is missing")
+        values = to_model_space(values, log1p)
         std = float(np.nanstd(values))
-        return cls(float(np.nanmean(values)), std if std > 0 else 1.0)
+        return cls(float(np.nanmean(values)), std if std > 0 else 1.0, log1p)
+
+    def __eq__(self, other: object) -> bool:
+        """Same scaling: equal figures (vectors element-wise), transform and global figures."""
+        return (isinstance(other, Scaler) and self.log1p == other.log1p
+                and np.array_equal(self.mean, other.mean) and np.array_equal(self.std, other.std)
+                and (self.global_mean, self.global_std) == (other.global_mean, other.global_std))
+
+    def __hash__(self) -> int:
+        return hash((self.log1p, np.asarray(self.mean).tobytes(), np.asarray(self.std).tobytes()))
+
+    @property
+    def per_sensor(self) -> bool:
+        return np.ndim(self.mean) > 0
+
+    @property
+    def scaling(self) -> str:
+        return PER_SENSOR if self.per_sensor else GLOBAL
+
+    @property
+    def transform_name(self) -> str:
+        return LOG1P if self.log1p else NO_TRANSFORM
+
+    @property
+    def scalar_mean(self) -> float:
+        return float(self.mean) if not self.per_sensor else float(self.global_mean)  # type: ignore[arg-type]
+
+    @property
+    def scalar_std(self) -> float:
+        return float(self.std) if not self.per_sensor else float(self.global_std)  # type: ignore[arg-type]
+
+    def _params(self, values: np.ndarray | Tensor) -> tuple[Any, Any]:
+        """mean, std shaped to broadcast against ``values``: N at the last dim, or at the one
+        before a trailing 1 (``B × T × N × 1`` model outputs)."""
+        if not self.per_sensor:
+            return self.mean, self.std
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        if values.shape[-1] != mean.shape[0]:
+            mean, std = mean[:, None], std[:, None]  # N × 1
+        if isinstance(values, Tensor):
+            return (torch.as_tensor(mean, dtype=values.dtype, device=values.device),
+                    torch.as_tensor(std, dtype=values.dtype, device=values.device))
+        return mean, std
 
     def transform(self, values: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        return (values - self.mean) / self.std
+        mean, std = self._params(values)
+        return (to_model_space(values, self.log1p) - mean) / std
 
     def inverse(self, values: np.ndarray | Tensor) -> np.ndarray | Tensor:
-        return values * self.std + self.mean
+        mean, std = self._params(values)
+        return to_raw_space(values * std + mean, self.log1p)
+
+
+def fit_per_sensor(values: np.ndarray, rule: MissingRule, log1p: bool) -> Scaler:
+    """Mean and std of each sensor's observed training values (gaps under ``rule`` left out).
+
+    A sensor with no observed value, or a constant one (std 0), cannot be standardised by its
+    own figures: it gets the global mean and/or std of all observed values, with a warning.
+    """
+    if values.ndim != 2:
+        raise ValueError(f"per-sensor scaling fits T × N readings, got shape {values.shape}")
+    observed = np.asarray(rule.observed(values)) & ~np.isnan(values)  # T × N
+    if not observed.any():
+        raise ValueError("no readings to fit the scaler on: every training value is missing")
+    space = np.where(observed, to_model_space(values, log1p), np.nan)  # T × N
+    g_mean, g_std = float(np.nanmean(space)), float(np.nanstd(space))
+    g_std = g_std if g_std > 0 else 1.0
+    counts = observed.sum(axis=0)  # N
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(space, axis=0) / np.maximum(counts, 1)
+        std = np.sqrt(np.nansum((space - mean) ** 2, axis=0) / np.maximum(counts, 1))
+    empty, flat = counts == 0, (counts > 0) & ~(std > 0)
+    if empty.any():
+        log.warning("per-sensor scaling: sensor column(s) %s have no observed training value; they "
+                    "get the global mean %.4g and std %.4g", np.flatnonzero(empty).tolist(), g_mean, g_std)
+    if flat.any():
+        log.warning("per-sensor scaling: sensor column(s) %s are constant in training (std 0); they "
+                    "get the global std %.4g", np.flatnonzero(flat).tolist(), g_std)
+    mean = np.where(empty, g_mean, mean)
+    std = np.where(empty | flat, g_std, std)
+    return Scaler(mean, std, log1p, g_mean, g_std)
 
 
 def model_inputs(raw: Tensor, scaler: Scaler) -> Tensor:
@@ -187,13 +293,15 @@ class PreparedData:
 
 
 def prepare(data: SensorData, split: str | tuple[float, ...] = (0.7, 0.1, 0.2), in_steps: int = 12,
-            out_steps: int = 12, scaler: Scaler | None = None) -> PreparedData:
-    """Split into windows, fit the scaler on the training inputs (unless given), build datasets."""
+            out_steps: int = 12, scaler: Scaler | None = None, scaling: str = GLOBAL,
+            transform: str = NO_TRANSFORM) -> PreparedData:
+    """Split into windows, fit the scaler on the training inputs (unless given; ``scaling`` and
+    ``transform`` as in ``model.scaling``), build datasets."""
     spec = parse_split(split)
     starts = split_windows(data.num_steps, in_steps, out_steps, spec, data.index)
     if scaler is None:
         input_rows = training_rows(starts["train"], in_steps)
-        scaler = Scaler.fit(data.values[input_rows])
+        scaler = Scaler.fit(data.values[input_rows], scaling=scaling, transform=transform, rule=data.missing)
     raw = torch.from_numpy(data.values)
     scaled = model_inputs(raw, scaler)  # T × N
     time = torch.from_numpy(time_features(data.timestamps, data.steps_per_day))

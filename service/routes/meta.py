@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
@@ -43,7 +44,8 @@ async def model_info(m: ManifestDep, rt: RuntimeDep, settings: SettingsDep,
         num_nodes=m.num_nodes, in_steps=m.in_steps, out_steps=m.out_steps,
         interval_minutes=float(m.interval_minutes), timezone=m.timezone,
         missing_value=float(m.missing_value), missing_rule=m.missing_rule,
-        missing_policy=settings.missing_policy,
+        missing_policy=settings.missing_policy, scaling=m.scaling, transform=m.transform,
+        missing_values=None if np.ndim(gap := m.gap_readings()) == 0 else [float(v) for v in gap],
         day_of_week=int(m.config.get("dow_embedding_dim", 1)) > 0
         and m.config.get("ablation") not in ("no_e_t", "no_tmp"),
         metrics=m.metrics, loaded_at=_when(active.loaded_at),
