@@ -1,13 +1,7 @@
-"""Small models on a shared 2-core box: one intra-op thread avoids OpenMP oversubscription,
-which made a 12-sensor step 25× slower (3 s instead of 0.12 s) while other jobs ran."""
+"""One intra-op thread for the small models trained here (see ``tests/torch_threads.py``)."""
 
 import pytest
-import torch
 
+from tests.torch_threads import one_torch_thread
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = pytest.fixture(autouse=True, scope="session")(one_torch_thread)
