@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -33,6 +36,8 @@ import numpy as np
 
 from model.bundle import Manifest
 from service.metrics import Metrics
+
+log = logging.getLogger("service.inference")
 
 Output = tuple[np.ndarray, np.ndarray]  # forecast T_out×N, st_embedding N×d_st
 
@@ -78,6 +83,18 @@ class BatchPolicy:
     start_deadline_ms: float | None = None  # None: wait as long as the queue bound allows
 
 
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (Linux: nice is per thread, and
+    threads created afterwards, such as ONNX Runtime's pool, inherit it). Elsewhere a no-op."""
+    if nice <= 0 or sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # a sandbox may forbid it: serve anyway, at normal priority
+        log.warning("could not lower the inference thread's priority: %s", exc)
+
+
 class InferenceEngine:
     """Owns the runtime and the single thread that is allowed to call it."""
 
@@ -88,6 +105,7 @@ class InferenceEngine:
         self.policy = policy or BatchPolicy()
         self.runtime: Any = None
         self.thread_ident: int | None = None
+        self.native_thread_id: int | None = None  # the OS's id of the inference thread
         self._queue: deque[_Job] = deque()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -109,16 +127,19 @@ class InferenceEngine:
                 and self._thread.is_alive())
 
     async def load(self, bundle_dir: Path, backend: str, device: str, threads: int,
-                   manifest: Manifest | None = None) -> Any:
+                   manifest: Manifest | None = None, nice: int = 0) -> Any:
         """Load and warm the bundle's runtime on the inference thread.
 
         ``manifest``: the bundle's manifest if the caller verified it already, else None.
+        ``nice``: lower this thread's priority first, so the runtime's threads inherit it.
         """
         from service.runtime import load_runtime  # the runtime module owns onnxruntime/torch
 
         def _load() -> Any:
             self.thread_ident = threading.get_ident()
             self._thread = threading.current_thread()
+            self.native_thread_id = threading.get_native_id()
+            lower_priority(nice)
             runtime = load_runtime(bundle_dir, backend=backend, device=device, threads=threads,
                                    warmup=True, manifest=manifest)
             started = time.perf_counter()

@@ -124,7 +124,8 @@ async def load_model(settings: Settings, metrics: Metrics, bundle_dir: Path, *,
     engine = InferenceEngine(settings.inference_queue, metrics, batch_policy(settings))
     try:
         runtime = await engine.load(bundle_dir, settings.backend, settings.device,
-                                    settings.threads, manifest=manifest)
+                                    settings.threads, manifest=manifest,
+                                    nice=settings.inference_nice)
         arrays = await asyncio.to_thread(read_embeddings, bundle_dir, manifest)
         index = await asyncio.to_thread(
             EmbeddingIndex.build, arrays, list(manifest.sensor_ids), manifest.coords,

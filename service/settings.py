@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     start_deadline_ms: float = Field(
         40.0, ge=0, description="A forecast that cannot start its model run this soon gets 503 "
         "at once; 0 = no deadline (wait as long as the queue bound allows).")
+    inference_nice: int = Field(
+        0, ge=0, le=19, description="Lower the inference thread's CPU priority by this much "
+        "(Linux nice; ONNX Runtime's threads inherit it), so that on a saturated machine the "
+        "event loop (parsing, shedding, rendering) runs first; 0 = same priority.")
     max_in_flight: int = Field(16, ge=1, description="Forecast requests in flight per worker "
                                "(HTTP layer); more get 503 before their body is read.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the bundle); more "

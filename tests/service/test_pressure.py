@@ -9,6 +9,7 @@ Timing bounds are generous: they catch a request that waited for the model, not 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -213,3 +214,34 @@ def test_shed_forecast_is_answered_at_once_and_accepted_ones_are_right(
     assert f'himnet_requests_shed_total{{reason="{limit}"}} 1.0' in text
     assert ('himnet_http_requests_total{method="POST",route="/forecast",status="503"} 1.0'
             in text)
+
+
+def _nice_of_threads() -> dict[int, int]:
+    """This process's threads (OS id) and their nice values, from /proc."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        out[int(task.name)] = int(fields[16])  # field 19 of stat: nice
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread nice is Linux's")
+def test_inference_nice_lowers_the_runtime_threads_only(tiny_bundle: Path) -> None:
+    """The inference thread, and the ONNX Runtime threads it creates, run at a lower priority;
+    the event loop's thread keeps its own."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    before = set(_nice_of_threads())
+
+    async def run() -> tuple[int | None, dict[int, int]]:
+        engine = InferenceEngine(8, Metrics(), BatchPolicy())
+        await engine.load(tiny_bundle, "onnx", "cpu", 2, nice=3)
+        try:
+            return engine.native_thread_id, _nice_of_threads()
+        finally:
+            engine.close()
+
+    inference_tid, nice = asyncio.run(run())
+    assert nice[threading.get_native_id()] == base  # the caller (event loop) is untouched
+    assert nice[inference_tid] == min(19, base + 3)
+    lowered = [tid for tid, n in nice.items() if tid not in before and n == min(19, base + 3)]
+    assert len(lowered) >= 2, "ONNX Runtime's pool thread did not inherit the priority"
