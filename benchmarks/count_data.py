@@ -79,7 +79,7 @@ def table(columns: dict[str, tuple[dict, str]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--output", default="runs/count-data")
     p.add_argument("--num-sensors", type=int, default=32)
@@ -104,7 +104,11 @@ def main() -> int:
     p.add_argument("--transform", default="none", choices=TRANSFORMS, help="none or log1p (counts) before scaling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = _parser().parse_args()
     out = Path(args.output)
     settings = dict(preset="metr-la", split="7:1:2", hidden=args.hidden, epochs=args.epochs, patience=args.patience,
                     lr=args.lr, lr_milestones=tuple(int(x) for x in args.lr_milestones.split(",")),

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train HimNet on a dataset and write a checkpoint"),
     "evaluate": ("training.evaluate", "evaluate a checkpoint against baselines on the test split"),
     "export": ("training.export", "export a checkpoint to a model bundle (ONNX + TorchScript)"),
+    "ensemble": ("training.ensemble_export", "export K checkpoints trained with different seeds as one ensemble bundle"),
     "replay": ("replay.cli", "stream a dataset into a running service; online accuracy per horizon"),
     "report": ("studies.report", "figures and a summary of what a model learned: clusters, time, graph"),
     "efficiency": ("studies.efficiency", "parameters, step/epoch time, latency and memory vs the naive form; HimNet-Θ′ size"),

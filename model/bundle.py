@@ -9,6 +9,12 @@ A bundle is a directory::
     embeddings.npz   node_embedding, adjacency, tod_embedding / dow_embedding (when present)
     intervals.npz    (format 2, optional) conformal interval half-widths, ``model/intervals.py``
 
+An ensemble bundle (``himnet ensemble``, ``model/ensemble.py``) has the same files; its manifest's
+``ensemble`` entry (absent or null otherwise) says so, and its ``model.onnx``/``model.ts`` have two
+more outputs: ``spread`` (B × T_out × N, the members' standard deviation) and
+``member_forecasts`` (B × K × T_out × N). ``forecast`` is the members' mean, so a reader that
+asks only for the two outputs below serves it unchanged.
+
 Both graphs take RAW readings and return RAW forecasts; scaling and time-feature broadcasting
 are inside them::
 
@@ -52,6 +58,7 @@ BUNDLE_FILES = (ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, EMBEDDINGS_FILE)  # a
 
 INPUT_NAMES = ("readings", "input_time", "target_time")
 OUTPUT_NAMES = ("forecast", "st_embedding")
+SPREAD_OUTPUT, MEMBERS_OUTPUT = "spread", "member_forecasts"  # ensemble bundles only
 
 # Key under which manifest.json stores the sha256 of its own canonical content (every other
 # key), so that an edited manifest is noticed like any other edited file.
@@ -99,14 +106,20 @@ class Manifest:
     transform: str = NO_TRANSFORM
     sensor_means: list[float] | None = None
     sensor_stds: list[float] | None = None
+    # seed ensembles: {"members": K, "seeds": [...], "spread_output": "spread",
+    # "member_output": "member_forecasts", ...}; None = a single model
+    ensemble: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's JSON body. The scaling fields are written only when they differ from
-        the defaults, so a default bundle reads as before (also by code that predates them)."""
+        the defaults, and ``ensemble`` only for an ensemble, so a default bundle reads as before
+        (also by code that predates them)."""
         body = dataclasses.asdict(self)
         for name, default in _SCALING_DEFAULTS.items():
             if body[name] == default:
                 del body[name]
+        if body["ensemble"] is None:  # a single model's manifest stays as it was before ensembles
+            del body["ensemble"]
         return body
 
     def gap_readings(self) -> float | np.ndarray:
@@ -170,6 +183,8 @@ class Manifest:
         if not rule.nan_only and self.missing_value != rule.value:
             raise bad(f"missing_value {self.missing_value!r} is not the sentinel of rule {rule.spec!r}")
         self._check_scaling(bad)
+        if self.ensemble is not None:
+            _check_ensemble(self.ensemble, bad)
         for name, digest in self.files.items():
             if Path(name).name != name or name in ("", ".", "..", MANIFEST):
                 raise bad(f"file entry {name!r} is not a plain file name inside the bundle")
@@ -195,6 +210,21 @@ class Manifest:
 
 
 _SCALING_DEFAULTS = {"scaling": GLOBAL, "transform": NO_TRANSFORM, "sensor_means": None, "sensor_stds": None}
+
+
+def _check_ensemble(entry: Any, bad) -> None:
+    """The manifest's ``ensemble`` entry: K >= 2 members and the graph outputs it names."""
+    if not isinstance(entry, dict):
+        raise bad(f"ensemble must be an object, got {type(entry).__name__}")
+    k = entry.get("members")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise bad(f"ensemble.members must be an integer >= 2, got {k!r}")
+    if entry.get("spread_output") != SPREAD_OUTPUT or entry.get("member_output") != MEMBERS_OUTPUT:
+        raise bad(f"ensemble outputs must be {SPREAD_OUTPUT!r} and {MEMBERS_OUTPUT!r}, got "
+                  f"{entry.get('spread_output')!r} and {entry.get('member_output')!r}")
+    seeds = entry.get("seeds")
+    if not isinstance(seeds, list) or len(seeds) != k:
+        raise bad(f"ensemble.seeds must list one seed (or null) per member, got {seeds!r}")
 
 
 def utc_now_iso() -> str:

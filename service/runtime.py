@@ -26,8 +26,10 @@ import numpy as np
 
 from model.bundle import (
     INPUT_NAMES,
+    MEMBERS_OUTPUT,
     ONNX_FILE,
     OUTPUT_NAMES,
+    SPREAD_OUTPUT,
     TORCHSCRIPT_FILE,
     BundleError,
     Manifest,
@@ -197,6 +199,9 @@ class OnnxRuntime(Runtime):
         want_in = {"readings": [m.in_steps, m.num_nodes], "input_time": [m.in_steps, 2],
                    "target_time": [m.out_steps, 2]}
         want_out = {"forecast": [m.out_steps, m.num_nodes], "st_embedding": [m.num_nodes, m.st_embedding_dim]}
+        if m.ensemble is not None:  # seed ensemble (model/ensemble.py): spread and each member too
+            want_out[SPREAD_OUTPUT] = [m.out_steps, m.num_nodes]
+            want_out[MEMBERS_OUTPUT] = [m.ensemble["members"], m.out_steps, m.num_nodes]
         for kind, args, want in (("input", self.session.get_inputs(), want_in),
                                  ("output", self.session.get_outputs(), want_out)):
             got = {a.name: a for a in args}
@@ -207,7 +212,7 @@ class OnnxRuntime(Runtime):
                 if arg.type != "tensor(float)":
                     raise BundleError(f"{path}: {kind} {name} is {arg.type}, expected tensor(float)")
                 shape = list(arg.shape)
-                if len(shape) != 3 or isinstance(shape[0], int) or shape[1:] != dims:
+                if len(shape) != 1 + len(dims) or isinstance(shape[0], int) or shape[1:] != dims:
                     raise BundleError(f"{path}: {kind} {name} has shape {shape}, the manifest "
                                       f"implies [batch, {', '.join(map(str, dims))}] with a dynamic batch")
 
@@ -272,7 +277,8 @@ class TorchScriptRuntime(Runtime):
         with torch.inference_mode():
             args = [torch.from_numpy(a if a.flags.writeable else a.copy()).to(self.device)
                     for a in (readings, input_time, target_time)]
-            forecast, st = self.module(*args)
+            outputs = self.module(*args)  # an ensemble's graph returns spread and members too
+            forecast, st = outputs[0], outputs[1]
         return forecast.cpu().numpy(), st.cpu().numpy()
 
 

@@ -61,3 +61,24 @@ def scaled_bundle(scaled_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "scaled"
     export_bundle(scaled_checkpoint, out, contraction="generate")
     return out
+
+
+# --- a 3-member seed ensemble of tiny models and its bundle (model/ensemble.py, himnet ensemble) ---
+@pytest.fixture(scope="session")
+def tiny_members(tiny_checkpoint, tmp_path_factory):
+    """``tiny_checkpoint`` (seed 0) and two shorter runs of the same pipeline with seeds 1 and 2:
+    same data, scaler and config, different weights. Shared by the session: do not modify them."""
+    from tests.tiny_model import train_tiny
+
+    return [tiny_checkpoint] + [train_tiny(tmp_path_factory.mktemp(f"tiny-seed{s}"), steps=5, seed=s)
+                                for s in (1, 2)]
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble_bundle(tiny_members, tmp_path_factory) -> Path:
+    """Ensemble bundle of ``tiny_members`` written by ``training.ensemble_export.export_ensemble``."""
+    from training.ensemble_export import export_ensemble
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-ensemble"
+    export_ensemble(tiny_members, out)
+    return out

@@ -197,6 +197,13 @@ def test_missing_and_unknown_fields_are_refused(tiny_bundle):
     ({"coords": [[1.0, 2.0]]}, r"coords must be 8 \[lat, lon\] pairs"),
     ({"files": {"../model.onnx": "0" * 64}}, r"file entry '\.\./model\.onnx' is not a plain file name"),
     ({"files": {"model.onnx": "abc"}}, "checksum of model.onnx is not a sha256 hex digest"),
+    ({"ensemble": [3]}, "ensemble must be an object, got list"),
+    ({"ensemble": {"members": 1, "seeds": [0], "spread_output": "spread", "member_output": "member_forecasts"}},
+     "ensemble.members must be an integer >= 2, got 1"),
+    ({"ensemble": {"members": 2, "seeds": [0, 1], "spread_output": "std", "member_output": "member_forecasts"}},
+     "ensemble outputs must be 'spread' and 'member_forecasts'"),
+    ({"ensemble": {"members": 2, "seeds": [0], "spread_output": "spread", "member_output": "member_forecasts"}},
+     r"ensemble.seeds must list one seed \(or null\) per member"),
 ])
 def test_inconsistent_manifest_is_refused(tiny_bundle, change, message):
     m = dataclasses.replace(read_manifest(tiny_bundle), **change)
