@@ -76,11 +76,30 @@ def as_of_requests(slots: list[int]) -> list[bytes]:
     return [http("POST", "/forecast", json.dumps({"as_of": iso(s)}).encode()) for s in slots]
 
 
+SHED_KINDS = {b"in flight": "in_flight", b"could not start": "start_deadline"}  # else queue_full
+
+
+def shed_kind(body: bytes) -> str:
+    """Which bound refused a request, from its 503 problem's detail."""
+    return next((kind for marker, kind in SHED_KINDS.items() if marker in body), "queue_full")
+
+
+def server_ms(headers: dict[bytes, bytes]) -> float:
+    """The service's own time for a request: ``Server-Timing: app;dur=…`` (NaN when absent)."""
+    for part in headers.get(b"server-timing", b"").split(b","):
+        name, _, dur = part.strip().partition(b";dur=")
+        if name == b"app":
+            return float(dur.split(b";")[0])
+    return float("nan")
+
+
 @dataclass
 class PhaseResult:
     answered: list[float]  # seconds, 200 answers
-    shed: list[float]  # seconds, 503 answers
+    shed: list[float]  # seconds, 503 answers (client side)
     wall: float
+    shed_server_ms: list[float] = field(default_factory=list)  # the service's own time per 503
+    shed_kinds: list[str] = field(default_factory=list)  # which bound refused each 503
 
     def row(self) -> dict[str, float]:
         ok = np.array(self.answered) * 1e3
@@ -92,6 +111,8 @@ class PhaseResult:
                 "p99_ms": float(np.percentile(ok, 99)) if len(ok) else float("nan"),
                 "shed_max_ms": float(shed.max()) if len(shed) else float("nan"),
                 "shed_p99_ms": float(np.percentile(shed, 99)) if len(shed) else float("nan"),
+                "shed_server_max_ms": float(np.nanmax(self.shed_server_ms)) if len(shed) else float("nan"),
+                **{f"shed_{k}": self.shed_kinds.count(k) for k in (*SHED_KINDS.values(), "queue_full")},
                 "throughput": len(self.answered) / self.wall}
 
 
@@ -112,10 +133,12 @@ async def closed_loop(port: int, requests: Iterator[bytes], clients: int, durati
                 if raw is None:
                     return
                 t0 = time.perf_counter()
-                status, headers, _ = await conn.request(raw)
+                status, headers, body = await conn.request(raw)
                 took = time.perf_counter() - t0
                 if status == 503:
                     result.shed.append(took)
+                    result.shed_server_ms.append(server_ms(headers))
+                    result.shed_kinds.append(shed_kind(body))
                     if headers.get(b"connection") == b"close":
                         await conn.close()
                         await conn.open()
@@ -136,4 +159,6 @@ async def closed_loop(port: int, requests: Iterator[bytes], clients: int, durati
 def print_row(name: str, row: dict[str, float]) -> None:
     print(f"  {name:<34} answered {row['answered']:>5}  p50 {row['p50_ms']:8.2f} ms  "
           f"p99 {row['p99_ms']:8.2f} ms  {row['throughput']:7.1f} req/s  shed "
-          f"{100 * row['shed_share']:5.1f} % (max {row['shed_max_ms']:.1f} ms)", flush=True)
+          f"{100 * row['shed_share']:5.1f} % (max {row['shed_max_ms']:.1f} ms, in the service "
+          f"{row['shed_server_max_ms']:.1f} ms; {row['shed_in_flight']} in flight / "
+          f"{row['shed_start_deadline']} deadline / {row['shed_queue_full']} queue)", flush=True)

@@ -8,7 +8,9 @@ from typing import Any, Literal
 
 Ablation = Literal["none", "no_e_t", "no_e_s", "no_e_st", "no_tmp", "no_smp", "no_stmp"]
 ABLATIONS: tuple[str, ...] = ("none", "no_e_t", "no_e_s", "no_e_st", "no_tmp", "no_smp", "no_stmp")
-Contraction = Literal["auto", "generate", "pool"]
+Contraction = Literal["auto", "generate", "pool", "pool_all"]
+# The orders an export can choose between (``auto`` is the in-training rule).
+CONTRACTIONS: tuple[str, ...] = ("generate", "pool", "pool_all")
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,12 @@ class HimNetConfig:
     use_teacher_forcing: bool = True
     steps_per_day: int = 288
     ablation: Ablation = "none"
-    # How an ST-axis convolution contracts input, embedding and pool: "generate" builds the
-    # per-(sample, node) weights once per forward; "pool" multiplies the input with the pool
-    # first (smaller intermediate); "auto" picks by the size of the generated weights.
+    # How a per-node convolution contracts input, embedding and pool: "generate" builds the
+    # per-node weights (spatial ones once per model, ST ones once per forward); "pool" multiplies
+    # the decoder's (ST) input with the pool first (smaller intermediate, D× the FLOPs);
+    # "pool_all" does so in the spatial encoder too (wins at batch 1 once the N·KC·O spatial
+    # weights outgrow the caches); "auto" keeps spatial weights generated and picks the ST order
+    # by the size of the generated weights.
     contraction: Contraction = "auto"
 
     def __post_init__(self) -> None:
@@ -46,7 +51,7 @@ class HimNetConfig:
             raise ValueError(f"cheb_k must be >= 2, got {self.cheb_k}")
         if self.ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {self.ablation!r}; choose one of {ABLATIONS}")
-        if self.contraction not in ("auto", "generate", "pool"):
+        if self.contraction not in ("auto", *CONTRACTIONS):
             raise ValueError(f"unknown contraction {self.contraction!r}")
         for name in ("num_nodes", "input_dim", "output_dim", "in_steps", "out_steps", "hidden_dim",
                      "num_layers", "steps_per_day"):

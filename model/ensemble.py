@@ -50,8 +50,8 @@ def _stack(tensors: list[Tensor]) -> Tensor:
 class StackedGCN(nn.Module):
     """K members' :class:`~model.himnet.HimGCN` (one axis), weights stacked on a leading K.
 
-    Layouts of :class:`Generated` with the member axis first: none: K, KC, O; S: K, N, KC, O;
-    T: K, B, KC, O; ST: K, B, N, KC, O (pool first: ``weight`` K, KC, D·O and ``pool_emb``
+    Layouts of :class:`Generated` with the member axis first: none: K, KC, O; S: K, N, KC, O
+    (pool first: ``weight`` K, KC, D·O and ``pool_emb`` K, N, 1, D); T: K, B, KC, O; ST: K, B, N, KC, O (pool first: ``weight`` K, KC, D·O and ``pool_emb``
     K·B·N, 1, D). ``bias`` matches without the KC axis.
     """
 
@@ -85,7 +85,7 @@ class StackedGCN(nn.Module):
     def _pool_first(self, emb: Tensor) -> bool:
         """HimGCN's rule, judged on one member's tensors (what the member alone would choose)."""
         if self.contraction != "auto":
-            return self.contraction == "pool"
+            return self.contraction in ("pool", "pool_all")
         _, b, n, _ = emb.shape
         return b * n * self.kc * self.out_dim > GENERATE_LIMIT
 
@@ -94,6 +94,11 @@ class StackedGCN(nn.Module):
         xg = chebyshev_terms(x, graph, self.cheb_k)  # K, B, N, KC
         if self.axis == "none":
             return torch.matmul(xg, p.weight.unsqueeze(1)) + p.bias[:, None, None]
+        if self.axis == "S" and p.pool_emb is not None:  # pool first: weight K, KC, D·O; pool_emb K, N, 1, D
+            k, b, n, kc = xg.shape
+            per_d = torch.matmul(xg.reshape(k, b * n, kc), p.weight)  # K, B·N, D·O
+            per_d = per_d.reshape(k, b, n, p.pool_emb.shape[-1], self.out_dim)  # K, B, N, D, O
+            return torch.matmul(p.pool_emb.unsqueeze(1), per_d).squeeze(-2) + p.bias.unsqueeze(1)
         if self.axis == "S":  # weight K, N, KC, O
             return torch.matmul(xg.transpose(1, 2), p.weight).transpose(1, 2) + p.bias.unsqueeze(1)
         if self.axis == "T":  # weight K, B, KC, O
@@ -209,20 +214,19 @@ class EnsembleHimNet(nn.Module):
         stacked as buffers: constants of the graph, stored once, shared by every step."""
         statics = [m.model.static_parts() for m in members]  # cached: eval mode, no grad
         self.register_buffer("static_graph", _stack([g for g, _ in statics]).unsqueeze(1))  # K, 1, N, N
-        self._static_names: list[tuple[tuple[str, str], tuple[str, str]]] = []
+        self._static_names: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         for layer in range(len(statics[0][1])):
             names = []
             for which in range(2):  # gate, update
-                pair = []
-                for field in ("weight", "bias"):
-                    name = f"static_s{layer}_{which}_{field}"
-                    self.register_buffer(name, _stack([getattr(s[layer][which], field) for _, s in statics]))
-                    pair.append(name)
-                names.append(tuple(pair))
+                fields = [f for f in Generated._fields if getattr(statics[0][1][layer][which], f) is not None]
+                for field in fields:  # weight, bias (and pool_emb in the pool-first order)
+                    self.register_buffer(f"static_s{layer}_{which}_{field}",
+                                         _stack([getattr(s[layer][which], field) for _, s in statics]))
+                names.append(tuple(f"static_s{layer}_{which}_{field}" for field in fields))
             self._static_names.append(tuple(names))  # type: ignore[arg-type]
 
     def _spatial_params(self) -> list[tuple[Generated, Generated]]:
-        return [tuple(Generated(getattr(self, w), getattr(self, b)) for w, b in layer)  # type: ignore[misc]
+        return [tuple(Generated(*(getattr(self, name) for name in names)) for names in layer)  # type: ignore[misc]
                 for layer in self._static_names]
 
     def _temporal_embedding(self, x: Tensor) -> Tensor:

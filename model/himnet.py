@@ -32,7 +32,8 @@ class Generated(NamedTuple):
     """Parameters of one convolution for one forward pass, in the layout its axis applies.
 
     none: weight KC, O; S: N, KC, O; T: B, KC, O; ST: B, N, KC, O (or, in the pool-first order,
-    ``weight`` the pool as KC, D·O and ``pool_emb`` the embedding as B·N, 1, D). ``bias`` matches without the KC axis.
+    ``weight`` the pool as KC, D·O and ``pool_emb`` the embedding as N, 1, D for S and B, N, 1, D
+    for ST). ``bias`` matches without the KC axis.
     """
 
     weight: Tensor
@@ -79,16 +80,20 @@ class HimGCN(nn.Module):
         assert emb is not None
         d, kc, o = self.weights_pool.shape
         bias = torch.matmul(emb, self.bias_pool)  # ..., O
-        if self.axis == "ST" and self._pool_first(emb):
-            # Pool-first order: (X_g @ P) then the embedding, never materialising B·N·KC·O weights.
+        if self._pool_first(emb):
+            # Pool-first order: (X_g @ P) then the embedding, never materialising (B·)N·KC·O weights.
             pool = self.weights_pool.permute(1, 0, 2).reshape(kc, d * o)  # KC, D·O
-            return Generated(pool, bias, emb.reshape(-1, 1, d))
+            return Generated(pool, bias, emb.unsqueeze(-2))  # pool_emb: N, 1, D (S) or B, N, 1, D (ST)
         weight = torch.matmul(emb, self.weights_pool.reshape(d, kc * o))  # ..., KC·O
         return Generated(weight.reshape(emb.shape[:-1] + (kc, o)), bias)
 
     def _pool_first(self, emb: Tensor) -> bool:
+        if self.axis == "S":
+            return self.contraction == "pool_all"
+        if self.axis != "ST":
+            return False
         if self.contraction != "auto":
-            return self.contraction == "pool"
+            return self.contraction in ("pool", "pool_all")
         b, n, _ = emb.shape
         return self.training or b * n * self.kc * self.out_dim > GENERATE_LIMIT
 
@@ -97,15 +102,16 @@ class HimGCN(nn.Module):
         xg = chebyshev_terms(x, graph, self.cheb_k)  # B, N, KC
         if self.axis == "none":
             return torch.matmul(xg, p.weight) + p.bias
+        if p.pool_emb is not None:  # S or ST, pool first
+            b, n, kc = xg.shape
+            per_d = torch.matmul(xg.reshape(b * n, kc), p.weight)  # B·N, D·O: one GEMM
+            per_d = per_d.reshape(b, n, p.pool_emb.shape[-1], self.out_dim)  # B, N, D, O
+            # (N or B, N), 1, D @ B, N, D, O -> B, N, 1, O
+            return torch.matmul(p.pool_emb, per_d).squeeze(-2) + p.bias
         if self.axis == "S":  # weight N, KC, O
             return torch.matmul(xg.transpose(0, 1), p.weight).transpose(0, 1) + p.bias
         if self.axis == "T":  # weight B, KC, O
             return torch.matmul(xg, p.weight) + p.bias.unsqueeze(1)
-        if p.pool_emb is not None:  # ST, pool first
-            b, n, kc = xg.shape
-            per_d = torch.matmul(xg.reshape(b * n, kc), p.weight)  # B·N, D·O: one GEMM
-            per_d = per_d.reshape(b * n, p.pool_emb.shape[-1], self.out_dim)  # B·N, D, O
-            return torch.bmm(p.pool_emb, per_d).reshape(b, n, self.out_dim) + p.bias  # B, N, O
         # ST, generated: B, N, 1, KC @ B, N, KC, O
         return torch.matmul(xg.unsqueeze(-2), p.weight).squeeze(-2) + p.bias
 
@@ -135,11 +141,11 @@ class Encoder(nn.Module):
     """``num_layers`` stacked cells over the input steps; returns the top layer's last state."""
 
     def __init__(self, in_dim: int, hidden_dim: int, num_layers: int, cheb_k: int, embed_dim: int,
-                 axis: Axis) -> None:
+                 axis: Axis, contraction: str = "auto") -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
         self.cells = nn.ModuleList(
-            HimGCRU(in_dim if i == 0 else hidden_dim, hidden_dim, cheb_k, embed_dim, axis)
+            HimGCRU(in_dim if i == 0 else hidden_dim, hidden_dim, cheb_k, embed_dim, axis, contraction)
             for i in range(num_layers)
         )
 
@@ -194,7 +200,7 @@ class HimNet(nn.Module):
             self.node_embedding = nn.Parameter(
                 nn.init.xavier_normal_(torch.empty(c.num_nodes, c.node_embedding_dim)))
         self.encoder_s = Encoder(c.input_dim, c.hidden_dim, c.num_layers, c.cheb_k, c.node_embedding_dim,
-                                 "none" if ab == "no_smp" else "S")
+                                 "none" if ab == "no_smp" else "S", c.contraction)
         self.encoder_t = Encoder(c.input_dim, c.hidden_dim, c.num_layers, c.cheb_k,
                                  c.temporal_embedding_dim, "none" if ab == "no_tmp" else "T")
         self.decoder = Decoder(c.output_dim + c.ycov_dim, c.hidden_dim, c.num_layers, c.cheb_k,

@@ -51,7 +51,9 @@ from model.bundle_files import weights_digest, write_embeddings
 from model.ensemble import ENSEMBLE_OUTPUTS, EnsembleHimNet
 from model.serving import ServingConfigError
 from training.checkpoint import Checkpoint, CheckpointError
-from training.export import CONTRACTIONS, TRACE_BATCH, ExportOptions, _export_record, _median_ms, _move_into_place, build_serving
+from model.config import CONTRACTIONS
+from training.contraction import choose_contraction
+from training.export import TRACE_BATCH, ExportOptions, _export_record, _move_into_place, build_serving
 from training.manifest import build_manifest, jsonable
 from training.ensemble_parity import check_ensemble_parity, run_onnx
 from training.parity import (
@@ -155,27 +157,16 @@ def write_member_weights(checkpoints: list[Checkpoint], path: Path) -> dict[str,
     return state
 
 
-def choose_contraction(checkpoints: list[Checkpoint], data: ParityData, work: Path, opset: int,
-                       threads: int) -> tuple[str, dict[str, dict[str, float]]]:
-    """``training.export.choose_contraction``'s rule (batch 1 decides unless within 10 %, then
-    batch 16), timed on the ensemble graph itself: K members move the balance between the
-    memory-bound "generate" and the GEMM "pool" orders."""
-    timings: dict[str, dict[str, float]] = {}
-    for contraction in CONTRACTIONS:
-        path = work / f"candidate-{contraction}.onnx"
-        write_onnx(build_ensemble(checkpoints, contraction), path,
-                   tuple(torch.from_numpy(a) for a in data.take(TRACE_BATCH)), opset)
-        session = ort_session(path, threads)
-        timings[contraction] = {}
-        for batch, repeats in ((1, 15), (16, 5)):
-            inputs = data.take(batch)
-            timings[contraction][str(batch)] = round(_median_ms(lambda: run_onnx(session, inputs), repeats), 3)
-        del session
-        path.unlink()
-    g, p = timings["generate"], timings["pool"]
-    if abs(g["1"] - p["1"]) <= 0.1 * min(g["1"], p["1"]):
-        return ("generate" if g["16"] <= p["16"] else "pool"), timings
-    return ("generate" if g["1"] < p["1"] else "pool"), timings
+def choose_order(checkpoints: list[Checkpoint], data: ParityData, work: Path, opset: int,
+                 threads: int) -> tuple[str, dict[str, dict[str, float]]]:
+    """``training.contraction``'s rule, timed on the ensemble graph itself: K members move the
+    balance between the memory-bound "generate" and the pool-first GEMM orders."""
+    example = tuple(torch.from_numpy(a) for a in data.take(TRACE_BATCH))
+
+    def write_candidate(order: str, path: Path) -> None:
+        write_onnx(build_ensemble(checkpoints, order), path, example, opset)
+
+    return choose_contraction(write_candidate, run_onnx, data, work, threads)
 
 
 def export_ensemble(checkpoints: list[Checkpoint], out_dir: str | Path, *, names: list[str] | None = None,
@@ -193,7 +184,7 @@ def export_ensemble(checkpoints: list[Checkpoint], out_dir: str | Path, *, names
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists (pass overwrite=True / --force to replace it)")
     if contraction not in ("measure", *CONTRACTIONS):
-        raise ExportError(f"contraction must be 'measure', 'generate' or 'pool', got {contraction!r}")
+        raise ExportError(f"contraction must be 'measure' or one of {', '.join(CONTRACTIONS)}, got {contraction!r}")
     check_members(checkpoints, names)
     first = checkpoints[0]
     data = synthetic_parity_data(first) if parity_data is None else as_parity_data(parity_data, first.config)
@@ -202,7 +193,7 @@ def export_ensemble(checkpoints: list[Checkpoint], out_dir: str | Path, *, names
     try:
         timings: dict[str, dict[str, float]] = {}
         if contraction == "measure":
-            contraction, timings = choose_contraction(checkpoints, data, work, opset, threads)
+            contraction, timings = choose_order(checkpoints, data, work, opset, threads)
         manifest = _write_bundle(checkpoints, data, work, contraction, timings, version, opset,
                                  tolerance, rtol, threads)
         _move_into_place(work, out_dir, overwrite)
@@ -260,7 +251,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model version to record (default: first 12 hex digits of the weights' sha256)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--contraction", choices=("measure", *CONTRACTIONS), default="measure",
-                        help="decoder contraction order; 'measure' times both on the ensemble graph")
+                        help="contraction order (as himnet export's); 'measure' times every order on the ensemble graph")
     parser.add_argument("--parity-data", type=Path, default=None,
                         help="npz with readings/input_time/target_time (raw units) to check parity on")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,

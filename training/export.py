@@ -15,8 +15,8 @@ Graph shape decisions (measured with ONNX Runtime 1.32, 2 threads, METR-LA prese
   computed once (eval mode, no grad: ``HimNet.static_parts`` caches them) before tracing, so
   they enter both graphs as constants instead of being recomputed on every call.
 - The model uses ``matmul`` throughout (no Einsum), which ORT runs as MatMul/Gemm.
-- The decoder's ST contraction order is chosen at export by measuring both orders in ORT
-  (see :func:`choose_contraction` for the rule and the figures that motivated it).
+- The contraction order of the per-node convolutions is chosen at export by timing every order
+  in ORT (:func:`choose_order`; the rule is ``training/contraction.py``'s).
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +47,12 @@ from model.bundle import (
     write_manifest,
 )
 from model.bundle_files import weights_digest, write_embeddings, write_weights
+from model.config import CONTRACTIONS
 from model.himnet import HimNet
 from model.intervals import INTERVALS_FILE, write_intervals
 from model.serving import ServingConfigError, ServingHimNet
 from training.checkpoint import Checkpoint, CheckpointError
+from training.contraction import choose_contraction
 from training.manifest import build_manifest
 from training.parity import (
     DEFAULT_RTOL,
@@ -68,7 +68,6 @@ from training.parity import (
 )
 
 TRACE_BATCH = 2  # dynamic batch: never trace at 1 (a size-1 dim can be baked in as a constant)
-CONTRACTIONS = ("generate", "pool")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class ExportOptions:
 
     version: str | None = None  # model version to record; default: weights digest
     opset: int = 17
-    contraction: str = "measure"  # "measure" (time both orders in ORT), "generate" or "pool"
+    contraction: str = "measure"  # "measure" (time every order in ORT) or one of CONTRACTIONS
     tolerance: float = DEFAULT_TOLERANCE
     rtol: float = DEFAULT_RTOL
     threads: int = 2
@@ -151,52 +150,24 @@ def write_torchscript(serving: ServingHimNet, path: Path, example: tuple[Tensor,
     torch.jit.save(traced, str(path))
 
 
-def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def choose_order(checkpoint: Checkpoint, data: ParityData, workdir: Path, opset: int,
+                 threads: int) -> tuple[str, dict[str, dict[str, float]]]:
+    """Time the graph in each contraction order in ONNX Runtime and pick one
+    (``training.contraction``'s rule).
 
-
-def choose_contraction(checkpoint: Checkpoint, data: ParityData, workdir: Path, opset: int,
-                       threads: int) -> tuple[str, dict[str, dict[str, float]]]:
-    """Export the graph with each decoder contraction order and time it in ONNX Runtime.
-
-    Rule: batch-1 latency decides (a forecast request is one window of all sensors); when the
-    two are within 10 % at batch 1, batch 16 decides. Both orders compute the same function, so
-    the choice only moves time, and measuring at export keeps the choice right for other
-    presets (N, H, d_st) and machines.
-
-    Why it is measured rather than fixed: on the 2-core dev box (METR-LA preset, fixture
-    weights, ORT 1.32, 2 threads, load ≈ 2 from other jobs) "generate" took 20.8 ms at batch 1
-    and 322 ms at batch 16, "pool" 26.6 ms and 313 ms: "generate" wins where serving lives
-    (batch 1: its per-step work is a mat-vec over 14 MB of weights, memory-bound but 16× fewer
-    FLOPs than "pool"'s GEMM), the two tie at batch 16. Under heavier load the margin shrank
-    (120 vs 124 ms at load ≈ 5). Memory: "generate" holds B·N·KC·O decoder weights (≈ 21 MB at
-    batch 1, ≈ 340 MB at batch 16 for METR-LA), "pool" never more than B·N·D·KC.
+    Figures that motivated measuring (2-core dev box, ORT 1.32, 2 threads, batch 1): METR-LA
+    preset (N = 207) "generate" 20.9 ms, "pool" 20.8, "pool_all" 23.1; PEMS07 sizes (N = 883)
+    125, 124 and 113 ms: "generate" is a mat-vec over generated per-node weights, memory-bound
+    and 16× fewer FLOPs than the pool-first GEMMs, so it wins while those weights sit in cache
+    and loses once they stream from memory. Memory: "generate" holds B·N·KC·O decoder weights
+    (≈ 21 MB at batch 1 for METR-LA), the pool-first orders never more than B·N·D·O.
     """
-    timings: dict[str, dict[str, float]] = {}
-    for contraction in CONTRACTIONS:
-        serving = build_serving(checkpoint, contraction)
-        path = workdir / f"candidate-{contraction}.onnx"
-        write_onnx(serving, path, _example_inputs(data, TRACE_BATCH), opset)
-        session = ort_session(path, threads)
-        timings[contraction] = {}
-        for batch, repeats in ((1, 15), (16, 5)):
-            inputs = data.take(batch)
-            timings[contraction][str(batch)] = round(_median_ms(lambda: run_ort(session, inputs), repeats), 3)
-        del session
-        path.unlink()
-    g, p = timings["generate"], timings["pool"]
-    if abs(g["1"] - p["1"]) <= 0.1 * min(g["1"], p["1"]):
-        choice = "generate" if g["16"] <= p["16"] else "pool"
-    else:
-        choice = "generate" if g["1"] < p["1"] else "pool"
-    return choice, timings
+    example = _example_inputs(data, TRACE_BATCH)
+
+    def write_candidate(order: str, path: Path) -> None:
+        write_onnx(build_serving(checkpoint, order), path, example, opset)
+
+    return choose_contraction(write_candidate, run_ort, data, workdir, threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,15 +182,15 @@ def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str |
 
     ``parity_data``: real windows to check the exported graphs on (``ParityData``, a mapping with
     ``readings``/``input_time``/``target_time`` in raw units, or such a tuple); default: synthetic
-    windows from the checkpoint's scaler and time settings. ``contraction``: "measure" (time both
-    decoder orders in ONNX Runtime, keep the faster), "generate" or "pool". Raises ExportError
+    windows from the checkpoint's scaler and time settings. ``contraction``: "measure" (time every
+    order in ONNX Runtime, keep the rule's pick) or one of ``CONTRACTIONS``. Raises ExportError
     (and leaves ``out_dir`` untouched) when any check fails.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists (pass overwrite=True / --force to replace it)")
     if contraction not in ("measure", *CONTRACTIONS):
-        raise ExportError(f"contraction must be 'measure', 'generate' or 'pool', got {contraction!r}")
+        raise ExportError(f"contraction must be 'measure' or one of {', '.join(CONTRACTIONS)}, got {contraction!r}")
     options = ExportOptions(version, opset, contraction, tolerance, rtol, threads, intervals,
                             calibration_data)
     eager = checkpoint.build_model()  # the checkpoint's own config, eval mode
@@ -241,7 +212,7 @@ def _write_bundle(checkpoint: Checkpoint, eager: HimNet, data: ParityData, work:
     """Every bundle file into ``work``, parity checked before the manifest is written."""
     contraction, timings = options.contraction, {}
     if contraction == "measure":
-        contraction, timings = choose_contraction(checkpoint, data, work, options.opset, options.threads)
+        contraction, timings = choose_order(checkpoint, data, work, options.opset, options.threads)
     serving = build_serving(checkpoint, contraction)
     example = _example_inputs(data, TRACE_BATCH)
     write_onnx(serving, work / ONNX_FILE, example, options.opset)
@@ -321,7 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model version to record (default: first 12 hex digits of the weights' sha256)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
     parser.add_argument("--contraction", choices=("measure", *CONTRACTIONS), default="measure",
-                        help="decoder contraction order; 'measure' times both in ONNX Runtime")
+                        help="contraction order of the per-node convolutions (generate: generated weights; pool: "
+                             "the decoder pool-first; pool_all: the spatial encoder too); 'measure' times "
+                             "every order in ONNX Runtime")
     parser.add_argument("--parity-data", type=Path, default=None,
                         help="npz with readings/input_time/target_time (raw units) to check parity on; "
                              "default: synthetic windows from the checkpoint's scaler")

@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 
+from model.config import CONTRACTIONS
 from model import ABLATIONS, HimNet, HimNetConfig
 from studies.naive_himnet import NaiveHimNet
 
@@ -39,7 +40,7 @@ def inputs(cfg: HimNetConfig, batch: int, seed: int):
 CASES = [
     (layers, k, ablation, contraction)
     for (layers, k), ablation, contraction in itertools.product(
-        [(1, 2), (2, 3)], ABLATIONS, ["generate", "pool"])
+        [(1, 2), (2, 3)], ABLATIONS, CONTRACTIONS)
 ] + [(2, 2, "none", "auto"), (1, 3, "none", "auto")]
 
 

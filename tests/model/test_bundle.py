@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.config import CONTRACTIONS
 from model.bundle import (
     BUNDLE_FILES,
     BUNDLE_FORMAT,
@@ -71,9 +72,9 @@ def test_bundle_holds_the_contract_files(tiny_bundle, tiny_checkpoint):
     assert created.utcoffset() == timezone.utc.utcoffset(None)
     assert len(m.model_version) == 12 and int(m.model_version, 16) >= 0  # weights digest by default
     assert m.model_version == m.export["weights_sha256"][:12]
-    assert m.export["contraction"] in ("generate", "pool")
+    assert m.export["contraction"] in CONTRACTIONS
     assert m.config["contraction"] == m.export["contraction"]
-    assert set(m.export["contraction_latency_ms"]) == {"generate", "pool"}
+    assert set(m.export["contraction_latency_ms"]) == set(CONTRACTIONS)
 
 
 def test_written_manifest_is_canonical_json_with_a_self_checksum(tiny_bundle):

@@ -26,7 +26,7 @@ def _members(k: int, **config) -> list[ServingHimNet]:
     return out
 
 
-@pytest.mark.parametrize("config", [{"contraction": "generate"}, {"contraction": "pool"},
+@pytest.mark.parametrize("config", [{"contraction": "generate"}, {"contraction": "pool"}, {"contraction": "pool_all"},
                                     {"contraction": "auto", "num_layers": 2}, {"ablation": "no_smp"},
                                     {"ablation": "no_tmp"}, {"ablation": "no_e_st"},
                                     {"ablation": "no_stmp"}, {"ablation": "no_e_s"},

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import CONTRACTIONS
 from model import HimNet
 from tests.conftest import shared_path
 
@@ -23,7 +24,7 @@ def official_model(fx, **overrides) -> HimNet:
     return HimNet.from_official(state, args, **overrides)
 
 
-@pytest.mark.parametrize("contraction", ["generate", "pool"])
+@pytest.mark.parametrize("contraction", CONTRACTIONS)
 def test_eval_outputs_match_official(fixture, contraction):
     model = official_model(fixture, contraction=contraction).eval()
     with torch.no_grad():
@@ -32,7 +33,7 @@ def test_eval_outputs_match_official(fixture, contraction):
     np.testing.assert_allclose(out.numpy(), fixture["out_eval"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("contraction", ["generate", "pool"])
+@pytest.mark.parametrize("contraction", CONTRACTIONS)
 def test_training_loss_and_gradients_match_official(fixture, contraction):
     model = official_model(fixture, contraction=contraction, use_teacher_forcing=False).train()
     out = model(torch.from_numpy(fixture["x"]), torch.from_numpy(fixture["y_cov"]),

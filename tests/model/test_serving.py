@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import CONTRACTIONS
 from model.himnet import HimNet
 from model.serving import ServingConfigError, ServingHimNet, assemble_inputs
 from tests.tiny_model import IN_STEPS, OUT_STEPS, START, synthetic_week
@@ -46,7 +47,7 @@ def test_training_windows_are_assembled_by_the_same_helper(tiny_checkpoint):
     assert torch.equal(batch.x, x) and torch.equal(batch.y_cov, y_cov)
 
 
-@pytest.mark.parametrize("contraction", ["generate", "pool"])
+@pytest.mark.parametrize("contraction", CONTRACTIONS)
 def test_served_forward_equals_eager_forward_on_training_windows(tiny_checkpoint, contraction):
     """Raw windows through the served module = HimNet.forward on the training batch of them."""
     c = tiny_checkpoint

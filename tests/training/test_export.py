@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from model.config import CONTRACTIONS
 from model import HimNet
 from model.bundle import load_embeddings, read_manifest, verify_bundle
 from model.serving import ServingHimNet
@@ -53,7 +54,7 @@ def test_onnx_graph_is_matmul_based_with_static_parts_folded(tiny_bundle):
                     "st_embedding": ["batch", 8, 5]}
 
 
-@pytest.mark.parametrize("contraction", ["generate", "pool"])
+@pytest.mark.parametrize("contraction", CONTRACTIONS)
 def test_serving_module_matches_eager_forward(tiny_checkpoint, contraction):
     """The wrapper (scaling and broadcasting inside) computes HimNet.forward in raw units."""
     c = tiny_checkpoint

@@ -11,6 +11,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from model.config import CONTRACTIONS
 from model.bundle import BundleError, Manifest, read_manifest
 from model.missing import NAN
 from model.scaling import gap_readings
@@ -28,7 +29,7 @@ def test_scaled_checkpoint_is_per_sensor_log1p(scaled_checkpoint) -> None:
     assert 0.5 * average < model < 2 * average
 
 
-@pytest.mark.parametrize("contraction", ["generate", "pool"])
+@pytest.mark.parametrize("contraction", CONTRACTIONS)
 def test_serving_module_matches_eager_with_per_sensor_log1p(scaled_checkpoint, contraction) -> None:
     c = scaled_checkpoint
     serving = export_mod.build_serving(c, contraction)
