@@ -113,6 +113,8 @@ class PhaseResult:
                 "shed_p99_ms": float(np.percentile(shed, 99)) if len(shed) else float("nan"),
                 "shed_server_max_ms": float(np.nanmax(self.shed_server_ms)) if len(shed) else float("nan"),
                 **{f"shed_{k}": self.shed_kinds.count(k) for k in (*SHED_KINDS.values(), "queue_full")},
+                **{f"shed_{k}_max_ms": max((t * 1e3 for t, kind in zip(self.shed, self.shed_kinds) if kind == k),
+                                           default=float("nan")) for k in (*SHED_KINDS.values(), "queue_full")},
                 "throughput": len(self.answered) / self.wall}
 
 

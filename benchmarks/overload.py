@@ -96,6 +96,8 @@ def _targets(rows: dict[int, dict[str, float]], clients: list[int]) -> None:
           f"{'yes' if not shed_max > 50 else 'NO'} ({100 * most['shed_share']:.1f} % shed; in the service "
           f"(Server-Timing app) at most {most['shed_server_max_ms']:.1f} ms; the rest is spent outside the "
           "ASGI app: sockets, HTTP parsing, event-loop scheduling and the load generator)")
+    print(f"  {clients[-1]} clients: slowest shed by kind: in flight {most['shed_in_flight_max_ms']:.1f} ms, "
+          f"start deadline {most['shed_start_deadline_max_ms']:.1f} ms, queue full {most['shed_queue_full_max_ms']:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,13 @@ outputs split back per request. ``max_wait_ms`` > 0 additionally holds an idle e
 forecast that long for company (worth it where a batch costs what one window does: a GPU).
 
 Latency stays bounded: a forecast that cannot *start* its model run within ``start_deadline_ms``
-is refused with :class:`Overloaded` (→ 503 Retry-After) at once — on admission when the
-estimated wait (the running batch's remainder plus the batches queued ahead, from a running
-mean of the cost per window) exceeds the deadline, else when the deadline passes while it waits.
+is refused with :class:`Overloaded` (→ 503 Retry-After) at once — on admission when the time
+it has already spent in the request path plus the estimated wait (the running batch's remainder
+plus the batches queued ahead, from a running mean of the cost per window) exceeds the deadline,
+else when the deadline passes while it waits. The deadline counts from the request's arrival
+(``request_arrival``, set by the HTTP middleware), not from its queueing: under overload the
+path to the queue (body, Redis, window) is slow too, and a refusal counted from the queue came
+20–30 ms late on the 2-core box.
 ``max_pending`` bounds running plus queued forecasts as before.
 """
 
@@ -56,6 +60,12 @@ last_run: contextvars.ContextVar[RunTiming | None] = contextvars.ContextVar("him
                                                                             default=None)
 
 
+# perf_counter() when the HTTP layer received the request (``service.middleware.RequestMetrics``);
+# None outside a request (a direct caller): the deadline then counts from the call to predict.
+request_arrival: contextvars.ContextVar[float | None] = contextvars.ContextVar("himnet_request_arrival",
+                                                                              default=None)
+
+
 class Overloaded(RuntimeError):
     """Too many forecasts running or waiting, or this one could not start in time."""
 
@@ -69,6 +79,7 @@ class _Job:
     target_time: np.ndarray  # T_out × 2
     future: asyncio.Future[Output]
     queued: float
+    arrived: float  # the request's arrival: its start deadline counts from here
     started: float = field(default=0.0)
     took: float = field(default=0.0)  # the batch's runtime call, seconds
     batch: int = field(default=0)
@@ -160,11 +171,13 @@ class InferenceEngine:
             self._refuse("queue_full")
             raise Overloaded(f"{self._pending} forecasts already running or queued")
         deadline = self.policy.start_deadline_ms
-        if deadline is not None and self.estimated_wait_s() * 1e3 > deadline:
+        now = time.perf_counter()
+        arrived = min(request_arrival.get() or now, now)
+        if deadline is not None and (now - arrived + self.estimated_wait_s()) * 1e3 > deadline:
             self._refuse("start_deadline")
             raise Overloaded(f"a forecast could not start within {deadline:g} ms")
         loop = asyncio.get_running_loop()
-        job = _Job(readings, input_time, target_time, loop.create_future(), time.perf_counter())
+        job = _Job(readings, input_time, target_time, loop.create_future(), now, arrived)
         self._queue.append(job)
         self._pending += 1
         self.metrics.inference_pending.set(self._pending)
@@ -270,7 +283,8 @@ class InferenceEngine:
         deadline = self.policy.start_deadline_ms
         if deadline is None or not self._queue:
             return
-        self._arm(deadline - (time.perf_counter() - self._queue[0].queued) * 1e3)
+        oldest = min(job.arrived for job in self._queue)
+        self._arm(deadline - (time.perf_counter() - oldest) * 1e3)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -282,17 +296,17 @@ class InferenceEngine:
         """Drop queued forecasts whose caller left, refuse those whose start deadline passed."""
         deadline = self.policy.start_deadline_ms
         now = time.perf_counter()
-        while self._queue:
-            job = self._queue[0]
+        kept: deque[_Job] = deque()
+        for job in self._queue:  # the whole queue: arrival order need not be queue order
             if job.future.done():  # cancelled: the client went away
-                self._queue.popleft()
-            elif deadline is not None and (now - job.queued) * 1e3 > deadline:
-                self._queue.popleft()
+                continue
+            if deadline is not None and (now - job.arrived) * 1e3 > deadline:
                 self._refuse("start_deadline")
                 job.future.set_exception(
                     Overloaded(f"the forecast could not start within {deadline:g} ms"))
-            else:
-                return
+                continue
+            kept.append(job)
+        self._queue = kept
 
     def close(self) -> None:
         """Stop the thread (any thread may call this); forecasts still queued get an error."""

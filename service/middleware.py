@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.inference import last_run
+from service.inference import last_run, request_arrival
 from service.metrics import Metrics
 from service.problems import problem_response
 
@@ -100,6 +100,7 @@ class RequestMetrics:
         started = time.perf_counter()
         status = 500
         token = last_run.set(None)  # a test client may reuse one task for many requests
+        arrival = request_arrival.set(started)  # the engine's start deadline counts from here
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -113,6 +114,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             last_run.reset(token)
+            request_arrival.reset(arrival)
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             labels = (template, scope["method"], str(status))

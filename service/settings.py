@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         0, ge=0, le=19, description="Lower the inference thread's CPU priority by this much "
         "(Linux nice; ONNX Runtime's threads inherit it), so that on a saturated machine the "
         "event loop (parsing, shedding, rendering) runs first; 0 = same priority.")
+    gc_freeze: bool = Field(
+        True, description="After startup, exempt every object loaded so far from Python's cyclic "
+        "garbage collector (gc.freeze): a full collection then walks only what requests create, "
+        "not the ~90,000 startup objects (a 24 ms pause of the event loop each time).")
     max_in_flight: int = Field(16, ge=1, description="Forecast requests in flight per worker "
                                "(HTTP layer); more get 503 before their body is read.")
     workers: int = Field(1, ge=1, description="Worker processes (each loads the bundle); more "

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.inference import BatchPolicy, InferenceEngine, Overloaded
+from service.inference import BatchPolicy, InferenceEngine, Overloaded, request_arrival
 from service.metrics import Metrics
 from tests.service.conftest import current_slot, features, iso, serve_app
 
@@ -152,6 +152,34 @@ def test_start_deadline_refuses_at_once_when_the_wait_is_known_to_be_too_long() 
     assert "50 ms" in message and shed == 1
 
 
+def test_start_deadline_counts_from_the_requests_arrival_not_from_its_queueing() -> None:
+    """A request that spent most of its deadline on the way to the model (body, Redis, window
+    under load) is refused at once, even by an idle engine; a fresh one still runs."""
+    async def run() -> tuple[str, float, bool]:
+        engine = InferenceEngine(64, Metrics(), BatchPolicy(max_batch=1, start_deadline_ms=40))
+        engine.runtime = _SlowRuntime(0.001)
+        engine._per_window_s = 0.001
+        window = (np.zeros((T_IN, 2), np.float32), np.zeros((T_IN, 2), np.float32),
+                  np.zeros((T_OUT, 2), np.float32))
+        token = request_arrival.set(time.perf_counter() - 0.045)  # arrived 45 ms ago
+        started = time.perf_counter()
+        try:
+            await engine.predict(*window)
+            message = ""
+        except Overloaded as exc:
+            message = str(exc)
+        took = time.perf_counter() - started
+        request_arrival.reset(token)
+        token = request_arrival.set(time.perf_counter() - 0.005)  # arrived 5 ms ago: in time
+        answered = (await engine.predict(*window))[0].shape == (T_OUT, 2)
+        request_arrival.reset(token)
+        engine.close()
+        return message, took, answered
+
+    message, took, answered = asyncio.run(run())
+    assert "40 ms" in message and took < 0.02 and answered
+
+
 def _stateless(reference: Any, last: int, level: float) -> dict[str, Any]:
     n = reference.manifest.num_nodes
     return {"window": {"timestamps": [iso(s) for s in range(last - T_IN + 1, last + 1)],
@@ -245,3 +273,16 @@ def test_inference_nice_lowers_the_runtime_threads_only(tiny_bundle: Path) -> No
     assert nice[inference_tid] == min(19, base + 3)
     lowered = [tid for tid, n in nice.items() if tid not in before and n == min(19, base + 3)]
     assert len(lowered) >= 2, "ONNX Runtime's pool thread did not inherit the priority"
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_startup_objects_are_frozen_out_of_the_cyclic_collector(make_settings, freeze: bool) -> None:
+    """A full gc pause on the event loop walks only what requests created (gc.freeze after
+    startup), and the freeze is lifted at shutdown so the process can collect the app."""
+    import gc
+
+    with serve_app(make_settings(gc_freeze=freeze)) as (client, _):
+        assert client.get("/livez").status_code == 200
+        frozen = gc.get_freeze_count()
+    assert (frozen > 10_000) is freeze
+    assert gc.get_freeze_count() == 0
