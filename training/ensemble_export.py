@@ -53,7 +53,7 @@ from model.serving import ServingConfigError
 from training.checkpoint import Checkpoint, CheckpointError
 from model.config import CONTRACTIONS
 from training.contraction import choose_contraction
-from training.export import TRACE_BATCH, ExportOptions, _export_record, _move_into_place, build_serving
+from training.export import TRACE_BATCH, ExportOptions, build_serving, export_record, move_into_place
 from training.manifest import build_manifest, jsonable
 from training.ensemble_parity import check_ensemble_parity, run_onnx
 from training.parity import (
@@ -196,7 +196,7 @@ def export_ensemble(checkpoints: list[Checkpoint], out_dir: str | Path, *, names
             contraction, timings = choose_order(checkpoints, data, work, opset, threads)
         manifest = _write_bundle(checkpoints, data, work, contraction, timings, version, opset,
                                  tolerance, rtol, threads)
-        _move_into_place(work, out_dir, overwrite)
+        move_into_place(work, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -216,7 +216,7 @@ def _write_bundle(checkpoints: list[Checkpoint], data: ParityData, work: Path, c
                                                data, work / ONNX_FILE, work / TORCHSCRIPT_FILE,
                                                tolerance, threads, rtol)
     options = ExportOptions(version, opset, contraction, tolerance, rtol, threads, intervals=False)
-    record = _export_record(options, contraction, timings, data, weights_digest(state))
+    record = export_record(options, contraction, timings, data, weights_digest(state))
     manifest = build_manifest(checkpoints[0], contraction=contraction,
                               files=checksums(work, list(BUNDLE_FILES)), parity=parity, export=record,
                               version=version)

@@ -200,7 +200,7 @@ def export_bundle(checkpoint: Checkpoint, out_dir: str | Path, *, version: str |
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         manifest = _write_bundle(checkpoint, eager, data, work, options)
-        _move_into_place(work, out_dir, overwrite)
+        move_into_place(work, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -221,7 +221,7 @@ def _write_bundle(checkpoint: Checkpoint, eager: HimNet, data: ParityData, work:
     write_embeddings(serving.model, work / EMBEDDINGS_FILE)
     parity = check_parity(eager, checkpoint, data, work / ONNX_FILE, work / TORCHSCRIPT_FILE,
                           options.tolerance, options.threads, options.rtol)
-    record = _export_record(options, contraction, timings, data, weights_digest(state))
+    record = export_record(options, contraction, timings, data, weights_digest(state))
     names, calibration = list(BUNDLE_FILES), None
     if options.intervals and (options.calibration_data is not None
                               or (checkpoint.train_settings or {}).get("data")):
@@ -249,8 +249,8 @@ def _write_intervals(checkpoint: Checkpoint, work: Path, data: Any) -> dict[str,
     return {"file": INTERVALS_FILE, **record}
 
 
-def _export_record(options: ExportOptions, contraction: str, timings: dict[str, dict[str, float]],
-                   data: ParityData, weights_sha256: str) -> dict[str, Any]:
+def export_record(options: ExportOptions, contraction: str, timings: dict[str, dict[str, float]],
+                  data: ParityData, weights_sha256: str) -> dict[str, Any]:
     """The manifest's ``export`` entry: how this bundle was made."""
     import onnxruntime
 
@@ -268,7 +268,8 @@ def _export_record(options: ExportOptions, contraction: str, timings: dict[str, 
     }
 
 
-def _move_into_place(work: Path, out_dir: Path, overwrite: bool) -> None:
+def move_into_place(work: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished bundle directory into place (replacing only when asked)."""
     os.chmod(work, 0o755)  # mkdtemp makes it 0700
     if out_dir.exists():
         if not overwrite:
