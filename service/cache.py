@@ -32,33 +32,46 @@ def cache_namespace(store_prefix: str, model_version: str, policy: str) -> str:
 
 @dataclass(frozen=True)
 class ModelOutput:
-    """One window's forecast (``T_out × N``, raw units) and ST embedding (``N × d_st``)."""
+    """One window's forecast (``T_out × N``, raw units), ST embedding (``N × d_st``) and, from a
+    seed-ensemble bundle, the members' spread (``T_out × N``, raw units)."""
 
     forecast: np.ndarray
     st_embedding: np.ndarray
+    spread: np.ndarray | None = None
 
 
 class OutputCodec:
-    """Bytes ↔ :class:`ModelOutput` with a content digest in front."""
+    """Bytes ↔ :class:`ModelOutput` with a content digest in front: digest, forecast, ST
+    embedding, then (``spread``: a seed-ensemble model) the spread, all little-endian float32."""
 
-    def __init__(self, out_steps: int, num_nodes: int, st_dim: int) -> None:
+    def __init__(self, out_steps: int, num_nodes: int, st_dim: int, spread: bool = False) -> None:
         self.f_shape = (out_steps, num_nodes)
         self.s_shape = (num_nodes, st_dim)
         self.f_bytes = out_steps * num_nodes * 4
-        self.size = DIGEST_BYTES + self.f_bytes + num_nodes * st_dim * 4
+        self.s_bytes = num_nodes * st_dim * 4
+        self.spread = spread
+        self.size = DIGEST_BYTES + self.f_bytes + self.s_bytes + (self.f_bytes if spread else 0)
 
     def encode(self, digest: bytes, out: ModelOutput) -> bytes:
-        return (digest + np.ascontiguousarray(out.forecast, dtype="<f4").tobytes()
-                + np.ascontiguousarray(out.st_embedding, dtype="<f4").tobytes())
+        parts = [digest, np.ascontiguousarray(out.forecast, dtype="<f4").tobytes(),
+                 np.ascontiguousarray(out.st_embedding, dtype="<f4").tobytes()]
+        if self.spread:
+            if out.spread is None:
+                raise ValueError("this model's outputs carry a spread; got none")
+            parts.append(np.ascontiguousarray(out.spread, dtype="<f4").tobytes())
+        return b"".join(parts)
 
     def decode(self, blob: bytes | None, digest: bytes) -> ModelOutput | None:
         """The output stored in ``blob`` if it was computed from the window with ``digest``."""
         if blob is None or len(blob) != self.size or blob[:DIGEST_BYTES] != digest:
             return None
-        f = np.frombuffer(blob, dtype="<f4", count=self.f_shape[0] * self.f_shape[1],
-                          offset=DIGEST_BYTES).reshape(self.f_shape)
-        s = np.frombuffer(blob, dtype="<f4", offset=DIGEST_BYTES + self.f_bytes).reshape(self.s_shape)
-        return ModelOutput(f, s)
+        count = self.f_shape[0] * self.f_shape[1]
+        f = np.frombuffer(blob, dtype="<f4", count=count, offset=DIGEST_BYTES).reshape(self.f_shape)
+        s_at = DIGEST_BYTES + self.f_bytes
+        s = np.frombuffer(blob, dtype="<f4", count=self.s_bytes // 4, offset=s_at).reshape(self.s_shape)
+        spread = (np.frombuffer(blob, dtype="<f4", count=count, offset=s_at + self.s_bytes)
+                  .reshape(self.f_shape) if self.spread else None)
+        return ModelOutput(f, s, spread)
 
 
 class ForecastCache(abc.ABC):

@@ -258,5 +258,5 @@ class Forecaster:
         readings = impute(window, self.policy, model.manifest.gap_readings())
         input_time = self.clock.features(last_slot - self.in_steps + 1, self.in_steps)
         target_time = self.clock.features(last_slot + 1, self.out_steps)
-        forecast, st = await model.engine.predict(readings, input_time, target_time)
-        return ModelOutput(forecast, st)
+        forecast, st, spread = await model.engine.predict(readings, input_time, target_time)
+        return ModelOutput(forecast, st, spread)

@@ -17,7 +17,8 @@ plus the batches queued ahead, from a running mean of the cost per window) excee
 else when the deadline passes while it waits. The deadline counts from the request's arrival
 (``request_arrival``, set by the HTTP middleware), not from its queueing: under overload the
 path to the queue (body, Redis, window) is slow too, and a refusal counted from the queue came
-20–30 ms late on the 2-core box.
+20–30 ms late on the 2-core box. A forecast that finds the engine idle is judged from its
+queueing instead: what can start now, runs.
 ``max_pending`` bounds running plus queued forecasts as before.
 """
 
@@ -43,7 +44,7 @@ from service.metrics import Metrics
 
 log = logging.getLogger("service.inference")
 
-Output = tuple[np.ndarray, np.ndarray]  # forecast T_out×N, st_embedding N×d_st
+Output = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]  # forecast T_out×N, st N×d_st, spread T_out×N
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class _Job:
     target_time: np.ndarray  # T_out × 2
     future: asyncio.Future[Output]
     queued: float
-    arrived: float  # the request's arrival: its start deadline counts from here
+    counts_from: float  # its start deadline counts from here: arrival, or queueing if the engine was idle
     started: float = field(default=0.0)
     took: float = field(default=0.0)  # the batch's runtime call, seconds
     batch: int = field(default=0)
@@ -173,11 +174,13 @@ class InferenceEngine:
         deadline = self.policy.start_deadline_ms
         now = time.perf_counter()
         arrived = min(request_arrival.get() or now, now)
-        if deadline is not None and (now - arrived + self.estimated_wait_s()) * 1e3 > deadline:
+        wait = self.estimated_wait_s()  # 0 when idle: a forecast that can start now always runs
+        if deadline is not None and wait > 0 and (now - arrived + wait) * 1e3 > deadline:
             self._refuse("start_deadline")
             raise Overloaded(f"a forecast could not start within {deadline:g} ms")
         loop = asyncio.get_running_loop()
-        job = _Job(readings, input_time, target_time, loop.create_future(), now, arrived)
+        counts_from = arrived if wait > 0 else now
+        job = _Job(readings, input_time, target_time, loop.create_future(), now, counts_from)
         self._queue.append(job)
         self._pending += 1
         self.metrics.inference_pending.set(self._pending)
@@ -240,7 +243,7 @@ class InferenceEngine:
         else:
             args = (np.stack([j.readings for j in jobs]), np.stack([j.input_time for j in jobs]),
                     np.stack([j.target_time for j in jobs]))
-        out = self.runtime.predict(*args)
+        out = self.runtime.predict_full(*args)
         return out, time.perf_counter() - started
 
     def _finish(self, jobs: list[_Job], done: asyncio.Future[tuple[Output, float]]) -> None:
@@ -252,13 +255,14 @@ class InferenceEngine:
                 if not job.future.done():
                     job.future.set_exception(error)
         else:
-            (forecast, st), took = done.result()
+            (forecast, st, spread), took = done.result()
             self._observe(jobs, took)
             for i, job in enumerate(jobs):
                 job.took, job.batch = took, len(jobs)
                 if not job.future.done():  # a caller may have gone (client disconnected)
                     job.future.set_result((np.asarray(forecast[i], dtype=np.float32),
-                                           np.asarray(st[i], dtype=np.float32)))
+                                           np.asarray(st[i], dtype=np.float32),
+                                           None if spread is None else np.asarray(spread[i], dtype=np.float32)))
         self._dispatch()
 
     def _observe(self, jobs: list[_Job], took: float) -> None:
@@ -283,7 +287,7 @@ class InferenceEngine:
         deadline = self.policy.start_deadline_ms
         if deadline is None or not self._queue:
             return
-        oldest = min(job.arrived for job in self._queue)
+        oldest = min(job.counts_from for job in self._queue)
         self._arm(deadline - (time.perf_counter() - oldest) * 1e3)
 
     def _on_timer(self) -> None:
@@ -300,7 +304,7 @@ class InferenceEngine:
         for job in self._queue:  # the whole queue: arrival order need not be queue order
             if job.future.done():  # cancelled: the client went away
                 continue
-            if deadline is not None and (now - job.arrived) * 1e3 > deadline:
+            if deadline is not None and (now - job.counts_from) * 1e3 > deadline:
                 self._refuse("start_deadline")
                 job.future.set_exception(
                     Overloaded(f"the forecast could not start within {deadline:g} ms"))

@@ -142,7 +142,8 @@ async def load_model(settings: Settings, metrics: Metrics, bundle_dir: Path, *,
 
 def _cache_for(settings: Settings, manifest: Manifest, cache: ForecastCache) -> ForecastCache:
     """The store's cache, namespaced by ``manifest``'s version."""
-    codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim)
+    codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim,
+                        spread=manifest.ensemble is not None)
     namespace = cache_namespace(store_prefix(settings, manifest.sensor_ids),
                                 manifest.model_version, settings.missing_policy)
     return cache.for_model(codec, namespace)

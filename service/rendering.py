@@ -61,15 +61,26 @@ class ForecastRenderer:
         except IntervalError as exc:
             raise InvalidInput("invalid-interval", str(exc)) from exc
 
+    @staticmethod
+    def check_spread(asked: bool, has_spread: bool) -> None:
+        """Refuse ``include: ["spread"]`` from a model that is not a seed ensemble."""
+        if asked and not has_spread:
+            raise InvalidInput("no-spread", "the served model is a single model, not a seed ensemble "
+                               "(himnet ensemble): it has no spread between members")
+
     def render(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
-               with_st: bool, level: float | None = None) -> bytes:
+               with_st: bool, level: float | None = None, with_spread: bool = False) -> bytes:
         """The body for ``sensors`` (None: all, model order) at ``steps`` (1-based), with the
-        interval of ``level`` when asked (checked by :meth:`check_level`)."""
+        interval of ``level`` (checked by :meth:`check_level`) and the ensemble members'
+        spread (:meth:`check_spread`) when asked."""
         memo_key = (fc.digest, fc.source, fc.end_reason, fc.newest_slot,
-                    None if sensors is None else tuple(sensors), tuple(steps), with_st, level)
+                    None if sensors is None else tuple(sensors), tuple(steps), with_st, level,
+                    with_spread)
         encoded = self._bodies.get(memo_key)
         if encoded is None:
             body = self._body(fc, sensors, steps, with_st)
+            if with_spread:
+                body["spread"] = self._spread(fc, sensors, steps)
             if level is not None:
                 body["intervals"] = self._intervals(fc, sensors, steps, level)
             encoded = orjson.dumps(body)  # ~6x faster than json
@@ -103,12 +114,28 @@ class ForecastRenderer:
             out[name] = dict(zip(ids, values.tolist()))
         return out
 
+    def _spread(self, fc: Forecast, sensors: list[str] | None, steps: list[int]) -> orjson.Fragment:
+        """``{"<sensor>": [spread per step], ...}`` (raw units, rounded as the forecasts)."""
+        spread = fc.output.spread
+        self.check_spread(True, spread is not None)  # a reload between check and render
+        assert spread is not None
+        cols = self._columns(sensors)
+        values = spread[np.ix_(np.asarray(steps, dtype=np.int64) - 1, cols)].T.astype(np.float64)
+        if self.decimals is not None:
+            values = np.round(values, self.decimals)
+        return self._rows(cols, values)
+
+    def _columns(self, sensors: list[str] | None) -> np.ndarray:
+        """Model positions of ``sensors`` (None: all, in model order)."""
+        if sensors is None:
+            return np.arange(len(self.sensor_ids))
+        return np.array([self.position[x] for x in sensors], dtype=np.int64)
+
     def _body(self, fc: Forecast, sensors: list[str] | None, steps: list[int],
               with_st: bool) -> dict[str, Any]:
         clock = self.clock
         ids = self.sensor_ids if sensors is None else sensors
-        cols = np.arange(len(self.sensor_ids)) if sensors is None else np.array(
-            [self.position[x] for x in sensors], dtype=np.int64)
+        cols = self._columns(sensors)
         rows = np.asarray(steps, dtype=np.int64) - 1
         values = fc.output.forecast[np.ix_(rows, cols)].T.astype(np.float64)
         if self.decimals is not None:

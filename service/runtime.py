@@ -38,6 +38,9 @@ from model.bundle import (
 
 log = logging.getLogger(__name__)
 
+# forecast B×T_out×N, st_embedding B×N×d_st, spread B×T_out×N (seed ensembles; else None)
+RunOutputs = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
 BACKENDS = ("onnx", "torchscript")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -64,6 +67,11 @@ class Runtime(ABC):
         self.bundle_dir = bundle_dir
         self.manifest = manifest
 
+    @property
+    def has_spread(self) -> bool:
+        """A seed-ensemble bundle: its graph also returns the members' spread."""
+        return self.manifest.ensemble is not None
+
     def predict(self, readings: Any, input_time: Any, target_time: Any) -> tuple[np.ndarray, np.ndarray]:
         """readings B×T_in×N (raw, missing = ``manifest.missing_value``), input_time B×T_in×2,
         target_time B×T_out×2 (time-of-day fraction, day of week) ->
@@ -71,6 +79,12 @@ class Runtime(ABC):
 
         Raises ValueError when an input has the wrong type, dtype, shape or values.
         """
+        forecast, st, _ = self.predict_full(readings, input_time, target_time)
+        return forecast, st
+
+    def predict_full(self, readings: Any, input_time: Any, target_time: Any) -> RunOutputs:
+        """:meth:`predict` plus the members' spread B×T_out×N (raw units) of an ensemble bundle
+        (None for a single model)."""
         inputs = self.check_inputs(readings, input_time, target_time)
         return self._run(*inputs)
 
@@ -112,8 +126,7 @@ class Runtime(ABC):
         return readings, input_time, target_time
 
     @abstractmethod
-    def _run(self, readings: np.ndarray, input_time: np.ndarray,
-             target_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, readings: np.ndarray, input_time: np.ndarray, target_time: np.ndarray) -> RunOutputs:
         """Inputs already validated and float32."""
 
     def warmup(self, repeats: int = 2) -> None:
@@ -131,11 +144,13 @@ class Runtime(ABC):
         times = np.broadcast_to(times, (batch, *times.shape))
         return readings, np.ascontiguousarray(times[:, :m.in_steps]), np.ascontiguousarray(times[:, m.in_steps:])
 
-    def _check_outputs(self, outputs: tuple[np.ndarray, np.ndarray], batch: int) -> None:
+    def _check_outputs(self, outputs: RunOutputs, batch: int) -> None:
         m = self.manifest
         want = {"forecast": (batch, m.out_steps, m.num_nodes),
-                "st_embedding": (batch, m.num_nodes, m.st_embedding_dim)}
-        for name, arr in zip(OUTPUT_NAMES, outputs):
+                "st_embedding": (batch, m.num_nodes, m.st_embedding_dim),
+                SPREAD_OUTPUT: (batch, m.out_steps, m.num_nodes)}
+        names = (*OUTPUT_NAMES, SPREAD_OUTPUT) if self.has_spread else OUTPUT_NAMES
+        for name, arr in zip(names, outputs):
             if tuple(arr.shape) != want[name]:
                 raise BundleError(f"{self.bundle_dir / self.model_file}: output {name} has shape "
                                   f"{tuple(arr.shape)}, the manifest implies {want[name]}")
@@ -193,6 +208,8 @@ class OnnxRuntime(Runtime):
                                     "(CUDA provider failed to initialise?); pass allow_fallback=True to accept CPU")
             log.warning("device %r asked for but ONNX Runtime is using %s", device, active)
         self._check_graph(path)
+        # member_forecasts is never fetched: ORT computes it for the mean, a copy would be waste
+        self._outputs = [*OUTPUT_NAMES, SPREAD_OUTPUT] if self.has_spread else list(OUTPUT_NAMES)
 
     def _check_graph(self, path: Path) -> None:
         m = self.manifest
@@ -216,11 +233,10 @@ class OnnxRuntime(Runtime):
                     raise BundleError(f"{path}: {kind} {name} has shape {shape}, the manifest "
                                       f"implies [batch, {', '.join(map(str, dims))}] with a dynamic batch")
 
-    def _run(self, readings: np.ndarray, input_time: np.ndarray,
-             target_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self.session.run(list(OUTPUT_NAMES), {"readings": readings, "input_time": input_time,
-                                                    "target_time": target_time})
-        return out[0], out[1]
+    def _run(self, readings: np.ndarray, input_time: np.ndarray, target_time: np.ndarray) -> RunOutputs:
+        out = self.session.run(self._outputs, {"readings": readings, "input_time": input_time,
+                                               "target_time": target_time})
+        return out[0], out[1], out[2] if self.has_spread else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,8 +283,7 @@ class TorchScriptRuntime(Runtime):
                               f"(1 × {manifest.in_steps} × {manifest.num_nodes}): {_first_line(exc)}") from exc
         self._check_outputs(outputs, 1)
 
-    def _run(self, readings: np.ndarray, input_time: np.ndarray,
-             target_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, readings: np.ndarray, input_time: np.ndarray, target_time: np.ndarray) -> RunOutputs:
         torch = self._torch
         if not self._warned_thread and threading.get_ident() != self.owner_thread:
             self._warned_thread = True
@@ -278,8 +293,8 @@ class TorchScriptRuntime(Runtime):
             args = [torch.from_numpy(a if a.flags.writeable else a.copy()).to(self.device)
                     for a in (readings, input_time, target_time)]
             outputs = self.module(*args)  # an ensemble's graph returns spread and members too
-            forecast, st = outputs[0], outputs[1]
-        return forecast.cpu().numpy(), st.cpu().numpy()
+            spread = outputs[2].cpu().numpy() if self.has_spread else None
+        return outputs[0].cpu().numpy(), outputs[1].cpu().numpy(), spread
 
 
 # --------------------------------------------------------------------------------------------

@@ -141,7 +141,10 @@ class ForecastRequest(BaseModel):
     window: InputWindow | None = Field(
         None, description="Forecast from this window instead of the buffer (stateless mode)."
     )
-    include: list[Literal["st_embedding"]] = Field(default_factory=list)
+    include: list[Literal["st_embedding", "spread"]] = Field(
+        default_factory=list, description="Extras: 'st_embedding' (the model's spatiotemporal "
+        "embedding of each sensor), 'spread' (a seed-ensemble bundle only: the members' standard "
+        "deviation per sensor and horizon).")
     interval: float | None = Field(
         None, gt=0, lt=1, description="Also return the prediction interval of this nominal "
         "coverage (one of the bundle's calibrated levels, e.g. 0.9).", examples=[0.9])
@@ -209,6 +212,10 @@ class ForecastResponse(BaseModel):
     quality: InputQuality
     intervals: PredictionIntervals | None = None
     st_embedding: dict[str, list[float]] | None = None
+    spread: dict[str, list[float]] | None = Field(
+        None, description="Seed ensembles, when asked: sensor id → the members' standard "
+        "deviation (population form, raw units) per entry of 'horizons': how much the "
+        "independently trained members disagree, not a calibrated interval.")
 
 
 # --- embeddings and model ----------------------------------------------------------------------

@@ -73,7 +73,8 @@ def build_stores(settings: Settings, manifest: Manifest, clock: SlotClock,
         log.warning("retention of %s slots is shorter than the %s-slot input window",
                     retention, manifest.in_steps)
     prefix = store_prefix(settings, manifest.sensor_ids)
-    codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim)
+    codec = OutputCodec(manifest.out_steps, manifest.num_nodes, manifest.st_embedding_dim,
+                        spread=manifest.ensemble is not None)
     namespace = cache_namespace(prefix, manifest.model_version, settings.missing_policy)
     ref = ReferenceClock(clock.interval_s, replay=settings.replay_mode)
     if not (settings.redis_url or settings.redis_sentinels):

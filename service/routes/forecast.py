@@ -46,12 +46,14 @@ async def post_forecast(
     sensors = None if req.sensors is None else list(dict.fromkeys(req.sensors))
     steps = inputs.steps(req.horizons, req.horizon_minutes)
     renderer.check_level(req.interval, models.active.intervals)
+    renderer.check_spread("spread" in req.include, models.active.runtime.has_spread)
     if req.window is not None:
         grid, last = inputs.window(req.window)
         fc = await forecaster.from_request(grid, last)
     else:
         last_slot = None if req.as_of is None else inputs.as_of_slot(req.as_of)
         fc = await forecaster.from_buffer(last_slot)
-    body = renderer.render(fc, sensors, steps, "st_embedding" in req.include, req.interval)
+    body = renderer.render(fc, sensors, steps, "st_embedding" in req.include, req.interval,
+                           "spread" in req.include)
     return Response(body, media_type="application/json",
                     headers={"X-Cache": "hit" if fc.cached else "miss"})

@@ -4,6 +4,7 @@ coverage, bounded state) and the real service (uvicorn, Redis, ONNX Runtime) end
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from service.buffer import MemoryBuffer, SlotUpdate
 from service.live_metrics import LiveMetrics
 from service.metrics import Metrics
 from service.refclock import ReferenceClock
-from tests.service.conftest import AUTH, current_slot, serve, snapshot
+from tests.service.conftest import AUTH, current_slot, serve, serve_app, snapshot
 
 T, N, G = 2, 3, 1
 
@@ -124,6 +125,14 @@ def test_service_scores_what_it_served_and_exports_it(make_settings, reference) 
     assert 'himnet_live_covered_targets_total{horizon="12",level="0.9"' in metrics
 
 
+def _background_done(app, within_s: float = 10.0) -> None:
+    """Wait until the app's after-the-answer writes (cache entry, accuracy record) have landed."""
+    deadline = time.monotonic() + within_s
+    while len(app.state.components.forecaster.background):
+        assert time.monotonic() < deadline, "background writes did not finish"
+        time.sleep(0.005)
+
+
 def _iso(slot: int) -> str:
     from tests.service.conftest import iso
 
@@ -136,13 +145,16 @@ def test_replicas_share_forecasts_and_scores_through_redis(make_settings, refere
     ids = list(reference.manifest.sensor_ids)
     start = current_slot() - 30
     settings = make_settings(accuracy_grace_slots=0, retention_minutes=300)
-    with serve(settings) as a, serve(settings) as b:
+    with serve(settings) as a, serve_app(settings) as (b, b_app):
         for slot in range(start, start + 20):
             values = {s: 40.0 + (slot - start) + i for i, s in enumerate(ids)}
             assert a.post("/readings", json={"readings": [snapshot(slot, values)]},
                           headers=AUTH).status_code == 200
             if slot >= start + 11:
                 assert b.post("/forecast", json={"as_of": _iso(slot)}).status_code == 200
+                # the record is written after the answer; with no grace the next slot's readings
+                # (milliseconds later here, minutes in a real feed) must find it stored
+                _background_done(b_app)
         seen_a = a.get("/accuracy").json()["windows"]["day"]
         seen_b = b.get("/accuracy").json()["windows"]["day"]
     assert seen_a == seen_b

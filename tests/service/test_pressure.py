@@ -69,7 +69,8 @@ def test_batched_forecasts_equal_unbatched(tiny_bundle: Path, reference: Any) ->
     assert windows_run == 10
     assert runs < 10, "nothing was batched"  # the first runs alone, the rest in batches of <= 4
     assert runs >= 3  # 1 + ceil(9 / 4)
-    for (f, st), (wf, wst) in zip(got, want):
+    for (f, st, spread), (wf, wst) in zip(got, want):
+        assert spread is None  # a single model
         assert f.shape == wf[0].shape and st.shape == wst[0].shape
         np.testing.assert_allclose(f, wf[0], rtol=0, atol=1e-5)
         np.testing.assert_allclose(st, wst[0], rtol=0, atol=1e-5)
@@ -111,7 +112,7 @@ def test_batch_wait_holds_an_idle_engine_for_company(tiny_bundle: Path, referenc
     got, sizes, took = asyncio.run(run())
     assert sizes == (2.0, 7.0)  # a full batch of 4 at once, then 3 held until the wait ended
     assert took < 4.0, "a full batch waited for the timer"
-    for (f, _), w in zip(got, want):
+    for (f, _, _), w in zip(got, want):
         np.testing.assert_allclose(f, w, rtol=0, atol=1e-5)
 
 
@@ -121,9 +122,9 @@ class _SlowRuntime:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def predict(self, readings: np.ndarray, *_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_full(self, readings: np.ndarray, *_: np.ndarray) -> tuple[np.ndarray, np.ndarray, None]:
         time.sleep(self.seconds * readings.shape[0])
-        return np.zeros((readings.shape[0], T_OUT, 2), np.float32), np.zeros((readings.shape[0], 2, 1))
+        return np.zeros((readings.shape[0], T_OUT, 2), np.float32), np.zeros((readings.shape[0], 2, 1)), None
 
 
 def test_start_deadline_refuses_at_once_when_the_wait_is_known_to_be_too_long() -> None:
@@ -153,31 +154,39 @@ def test_start_deadline_refuses_at_once_when_the_wait_is_known_to_be_too_long() 
 
 
 def test_start_deadline_counts_from_the_requests_arrival_not_from_its_queueing() -> None:
-    """A request that spent most of its deadline on the way to the model (body, Redis, window
-    under load) is refused at once, even by an idle engine; a fresh one still runs."""
-    async def run() -> tuple[str, float, bool]:
-        engine = InferenceEngine(64, Metrics(), BatchPolicy(max_batch=1, start_deadline_ms=40))
-        engine.runtime = _SlowRuntime(0.001)
-        engine._per_window_s = 0.001
-        window = (np.zeros((T_IN, 2), np.float32), np.zeros((T_IN, 2), np.float32),
-                  np.zeros((T_OUT, 2), np.float32))
-        token = request_arrival.set(time.perf_counter() - 0.045)  # arrived 45 ms ago
+    """While the model is busy, a request that spent most of its deadline on the way to the model
+    (body, Redis, window under load) is refused at once although its own wait would be short; a
+    fresh one is queued and runs; an idle engine runs even the late one (it can start now)."""
+    window = (np.zeros((T_IN, 2), np.float32), np.zeros((T_IN, 2), np.float32),
+              np.zeros((T_OUT, 2), np.float32))
+
+    async def arriving(engine: InferenceEngine, ago_s: float) -> tuple[str, float]:
+        token = request_arrival.set(time.perf_counter() - ago_s)
         started = time.perf_counter()
         try:
             await engine.predict(*window)
             message = ""
         except Overloaded as exc:
             message = str(exc)
-        took = time.perf_counter() - started
-        request_arrival.reset(token)
-        token = request_arrival.set(time.perf_counter() - 0.005)  # arrived 5 ms ago: in time
-        answered = (await engine.predict(*window))[0].shape == (T_OUT, 2)
-        request_arrival.reset(token)
-        engine.close()
-        return message, took, answered
+        finally:
+            request_arrival.reset(token)
+        return message, time.perf_counter() - started
 
-    message, took, answered = asyncio.run(run())
-    assert "40 ms" in message and took < 0.02 and answered
+    async def run() -> tuple[tuple[str, float], tuple[str, float], tuple[str, float]]:
+        engine = InferenceEngine(64, Metrics(), BatchPolicy(max_batch=1, start_deadline_ms=40))
+        engine.runtime = _SlowRuntime(0.02)
+        engine._per_window_s = 0.02  # as measured at load
+        busy = asyncio.ensure_future(engine.predict(*window))
+        await asyncio.sleep(0.005)  # it runs: about 15 ms left
+        late, fresh = await asyncio.gather(arriving(engine, 0.045), arriving(engine, 0.005))
+        await busy
+        idle = await arriving(engine, 0.045)
+        engine.close()
+        return late, fresh, idle
+
+    (late, took), (fresh, _), (idle, _) = asyncio.run(run())
+    assert "40 ms" in late and took < 0.01, (late, took)
+    assert fresh == "" and idle == ""
 
 
 def _stateless(reference: Any, last: int, level: float) -> dict[str, Any]:
