@@ -216,7 +216,7 @@ class InferenceEngine:
             return
         self._expire()
         if self._running or not self._queue:
-            if self._running and self._timer is None:
+            if self._running:  # re-armed: a newcomer may have arrived before the oldest queued
                 self._arm_deadline()  # a forecast queued behind the running batch
             return
         policy = self.policy
