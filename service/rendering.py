@@ -103,15 +103,11 @@ class ForecastRenderer:
         self.check_level(level, fc.intervals)  # a reload between check and render
         assert fc.intervals is not None
         ids = self.sensor_ids if sensors is None else sensors
-        cols = np.array([self.position[x] for x in ids], dtype=np.int64)
-        rows = np.asarray(steps, dtype=np.int64) - 1
+        cols = self._columns(sensors)
         lower, upper = fc.intervals.bounds(fc.output.forecast, level, *self.value_range)
         out: dict[str, Any] = {"level": level}
         for name, bound in (("lower", lower), ("upper", upper)):
-            values = bound[np.ix_(rows, cols)].T.astype(np.float64)
-            if self.decimals is not None:
-                values = np.round(values, self.decimals)
-            out[name] = dict(zip(ids, values.tolist()))
+            out[name] = dict(zip(ids, self._per_sensor(bound, steps, cols).tolist()))
         return out
 
     def _spread(self, fc: Forecast, sensors: list[str] | None, steps: list[int]) -> orjson.Fragment:
@@ -120,10 +116,13 @@ class ForecastRenderer:
         self.check_spread(True, spread is not None)  # a reload between check and render
         assert spread is not None
         cols = self._columns(sensors)
-        values = spread[np.ix_(np.asarray(steps, dtype=np.int64) - 1, cols)].T.astype(np.float64)
-        if self.decimals is not None:
-            values = np.round(values, self.decimals)
-        return self._rows(cols, values)
+        return self._rows(cols, self._per_sensor(spread, steps, cols))
+
+    def _per_sensor(self, matrix: np.ndarray, steps: list[int], cols: np.ndarray) -> np.ndarray:
+        """``matrix`` (T_out × N) at ``steps`` (1-based) and model columns ``cols``, one row per
+        sensor (len(cols) × len(steps), float64), rounded to the response's decimals."""
+        values = matrix[np.ix_(np.asarray(steps, dtype=np.int64) - 1, cols)].T.astype(np.float64)
+        return values if self.decimals is None else np.round(values, self.decimals)
 
     def _columns(self, sensors: list[str] | None) -> np.ndarray:
         """Model positions of ``sensors`` (None: all, in model order)."""
@@ -136,10 +135,7 @@ class ForecastRenderer:
         clock = self.clock
         ids = self.sensor_ids if sensors is None else sensors
         cols = self._columns(sensors)
-        rows = np.asarray(steps, dtype=np.int64) - 1
-        values = fc.output.forecast[np.ix_(rows, cols)].T.astype(np.float64)
-        if self.decimals is not None:
-            values = np.round(values, self.decimals)
+        values = self._per_sensor(fc.output.forecast, steps, cols)
         body: dict[str, Any] = {
             "model_version": fc.model_version,
             "as_of": clock.iso(fc.last_slot),
